@@ -1,0 +1,69 @@
+// Argument checks shared by the CPU and CUDA fill ops. Exception types follow what
+// torch.nn.init raises for the same mistake (RuntimeError from tensor.uniform_/normal_),
+// and every message names the op and the offending value.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
+
+#include <cmath>
+
+#include "fill_sampler.h"
+
+namespace initkit {
+
+inline void check_fill_target(const at::Tensor& t, const char* op) {
+  const auto dtype = t.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": expected a float32, float64, float16 or bfloat16 tensor, got ", dtype);
+  TORCH_CHECK(t.layout() == at::kStrided, op, ": expected a strided (dense) tensor, got layout ", t.layout());
+  // Writing one random value per element is meaningless if elements share memory.
+  at::assert_no_internal_overlap(t);
+}
+
+inline void check_fill_params(FillKind kind, const double* p, const char* op) {
+  switch (kind) {
+    case FillKind::Uniform:
+      TORCH_CHECK(p[0] <= p[1], op, ": expects a [low, high) range, but found low=", p[0], " > high=", p[1]);
+      TORCH_CHECK(std::isfinite(p[1] - p[0]), op, ": expects a finite range, got low=", p[0], ", high=", p[1]);
+      break;
+    case FillKind::Normal:
+      TORCH_CHECK(p[1] >= 0.0, op, ": expects std >= 0.0, but found std ", p[1]);
+      TORCH_CHECK(std::isfinite(p[0]) && std::isfinite(p[1]), op, ": expects a finite mean and std, got mean=",
+                  p[0], ", std=", p[1]);
+      break;
+    case FillKind::TruncNormal:
+      TORCH_CHECK(p[1] >= 0.0, op, ": expects std >= 0.0, but found std ", p[1]);
+      TORCH_CHECK(std::isfinite(p[0]) && std::isfinite(p[1]), op, ": expects a finite mean and std, got mean=",
+                  p[0], ", std=", p[1]);
+      TORCH_CHECK(p[2] <= p[3], op, ": expects bounds a <= b, but found a=", p[2], " > b=", p[3]);
+      break;
+    default:
+      TORCH_CHECK_VALUE(false, op, ": unknown fill kind ", static_cast<int64_t>(kind));
+  }
+}
+
+// The Philox key: a 0-dim (or one-element) int64 CPU tensor, so that torch.compile can trace
+// the seed draw instead of breaking the graph on a Python int.
+inline uint64_t seed_value(const at::Tensor& seed, const char* op) {
+  TORCH_CHECK(seed.numel() == 1 && seed.scalar_type() == at::kLong && seed.device().is_cpu(), op,
+              ": seed must be a one-element int64 CPU tensor, got ", seed.numel(), " elements of ",
+              seed.scalar_type(), " on ", seed.device());
+  return static_cast<uint64_t>(seed.item<int64_t>());
+}
+
+inline void check_multi_fill_args(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
+                                  at::IntArrayRef streams, const char* op) {
+  const size_t n = tensors.size();
+  TORCH_CHECK_VALUE(kinds.size() == n && streams.size() == n &&
+                        params.size() == n * static_cast<size_t>(kNumFillParams),
+                    op, ": expected ", n, " kinds, ", n, " streams and ", n * kNumFillParams, " params for ", n,
+                    " tensors, got ", kinds.size(), ", ", streams.size(), " and ", params.size());
+  for (size_t i = 0; i < n; ++i) {
+    TORCH_CHECK_VALUE(kinds[i] >= 0 && kinds[i] <= static_cast<int64_t>(FillKind::TruncNormal), op,
+                      ": unknown fill kind ", kinds[i], " for tensor ", i);
+    TORCH_CHECK(tensors[i].device() == tensors[0].device(), op, ": all tensors must be on one device, got ",
+                tensors[0].device(), " and ", tensors[i].device());
+  }
+}
+
+}  // namespace initkit

@@ -1,0 +1,160 @@
+// Turning Philox words into samples, shared by the CPU and CUDA fill kernels.
+// Everything here is branch-free straight-line code (selects, no calls in the float path)
+// so that the CPU compiler vectorizes it across lanes, and so that host and device
+// evaluate exactly the same operations in the same order: with FP contraction off on
+// both sides, float results are bit-identical between CPU and CUDA.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "philox.h"
+
+namespace initkit {
+
+INITKIT_HOST_DEVICE uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  return __builtin_bit_cast(uint32_t, x);
+#endif
+}
+INITKIT_HOST_DEVICE float bits_float(uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(b);
+#else
+  return __builtin_bit_cast(float, b);
+#endif
+}
+
+// ---- uniforms -------------------------------------------------------------------------
+// [0, 1) with 24 random bits, as torch's CPU uniform_ for float.
+INITKIT_HOST_DEVICE float unit_closed_open(uint32_t w) {
+  return static_cast<float>(w >> 8) * 0x1p-24f;
+}
+// (0, 1] (curand's mapping): never 0, so log() and the inverse CDF stay finite; the
+// smallest value 2^-33 keeps small tail probabilities at full relative precision.
+INITKIT_HOST_DEVICE float unit_open_closed(uint32_t w) {
+  return static_cast<float>(w) * 0x1p-32f + 0x1p-33f;
+}
+// Double precision: 53 bits from two words.
+INITKIT_HOST_DEVICE double unit_closed_open(uint32_t hi, uint32_t lo) {
+  const uint64_t bits = ((static_cast<uint64_t>(hi) << 32) | lo) >> 11;
+  return static_cast<double>(bits) * 0x1p-53;
+}
+INITKIT_HOST_DEVICE double unit_open_closed(uint32_t hi, uint32_t lo) {
+  const uint64_t bits = ((static_cast<uint64_t>(hi) << 32) | lo) >> 11;
+  return static_cast<double>(bits) * 0x1p-53 + 0x1p-54;
+}
+
+// ---- float math ------------------------------------------------------------------------
+// Natural log for normal positive floats (Cephes logf: range-reduce to [sqrt(1/2), sqrt(2)),
+// degree-9 polynomial; max error about 1 ulp).
+INITKIT_HOST_DEVICE float log_positive(float x) {
+  const uint32_t bits = float_bits(x);
+  int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 126;
+  float m = bits_float((bits & 0x007fffffu) | 0x3f000000u);  // in [0.5, 1)
+  const bool small = m < 0.70710678118654752f;
+  e = small ? e - 1 : e;
+  m = small ? (m + m) - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  const float ef = static_cast<float>(e);
+  y = y + (-2.12194440e-4f) * ef;
+  y = y - 0.5f * z;
+  return (m + y) + 0.693359375f * ef;
+}
+
+// sin(2*pi*t) and cos(2*pi*t) for t in [0, 1]: split 4t into a quadrant and a remainder in
+// [-1/2, 1/2] (exact in float), then Cephes minimax polynomials on [-pi/4, pi/4].
+INITKIT_HOST_DEVICE void sincos_two_pi(float t, float& s, float& c) {
+  const float v = 4.0f * t;
+  const float q = static_cast<float>(static_cast<int32_t>(v + 0.5f));
+  const int32_t quadrant = static_cast<int32_t>(q) & 3;
+  const float x = (v - q) * 1.57079632679489662f;
+  const float x2 = x * x;
+  float ps = -1.9515295891e-4f;
+  ps = ps * x2 + 8.3321608736e-3f;
+  ps = ps * x2 - 1.6666654611e-1f;
+  const float sin_r = x + x * x2 * ps;
+  float pc = 2.443315711809948e-5f;
+  pc = pc * x2 - 1.388731625493765e-3f;
+  pc = pc * x2 + 4.166664568298827e-2f;
+  const float cos_r = (1.0f - 0.5f * x2) + x2 * x2 * pc;
+  const bool swap = (quadrant & 1) != 0;
+  const float s0 = swap ? cos_r : sin_r;
+  const float c0 = swap ? sin_r : cos_r;
+  s = (quadrant == 2 || quadrant == 3) ? -s0 : s0;
+  c = (quadrant == 1 || quadrant == 2) ? -c0 : c0;
+}
+
+// Inverse standard-normal CDF for p in (0, 0.5] (lower half only: callers pass the smaller
+// of p and 1-p, each computed without cancellation). Acklam's rational approximation
+// (relative error < 1.2e-9, far below float's epsilon), covering the deep tail exactly.
+INITKIT_HOST_DEVICE float ndtri_lower(float p) {
+  // Central region, |p - 0.5| <= 0.47575.
+  const float q = p - 0.5f;
+  const float r = q * q;
+  float na = -3.969683028665376e+01f;
+  na = na * r + 2.209460984245205e+02f;
+  na = na * r - 2.759285104469687e+02f;
+  na = na * r + 1.383577518672690e+02f;
+  na = na * r - 3.066479806614716e+01f;
+  na = na * r + 2.506628277459239e+00f;
+  float db = -5.447609879822406e+01f;
+  db = db * r + 1.615858368580409e+02f;
+  db = db * r - 1.556989798598866e+02f;
+  db = db * r + 6.680131188771972e+01f;
+  db = db * r - 1.328068155288572e+01f;
+  db = db * r + 1.0f;
+  const float central = na * q / db;
+  // Lower tail, p < 0.02425.
+  const float t = sqrtf(-2.0f * log_positive(p));
+  float nc = -7.784894002430293e-03f;
+  nc = nc * t - 3.223964580411365e-01f;
+  nc = nc * t - 2.400758277161838e+00f;
+  nc = nc * t - 2.549732539343734e+00f;
+  nc = nc * t + 4.374664141464968e+00f;
+  nc = nc * t + 2.938163982698783e+00f;
+  float dd = 7.784695709041462e-03f;
+  dd = dd * t + 3.224671290700398e-01f;
+  dd = dd * t + 2.445134137142996e+00f;
+  dd = dd * t + 3.754408661907416e+00f;
+  dd = dd * t + 1.0f;
+  const float tail = nc / dd;
+  return p < 0.02425f ? tail : central;
+}
+
+// ---- double math -------------------------------------------------------------------------
+// Double inverse normal CDF for p in (0, 0.5]: Acklam's approximation refined by one Halley
+// step on erfc, which brings it to full double precision (rare scalar path; double fills
+// are not the hot path).
+INITKIT_HOST_DEVICE double ndtri_lower(double p) {
+  double x;
+  if (p < 0.02425) {
+    const double t = sqrt(-2.0 * log(p));
+    x = (((((-7.784894002430293e-03 * t - 3.223964580411365e-01) * t - 2.400758277161838e+00) * t -
+           2.549732539343734e+00) * t + 4.374664141464968e+00) * t + 2.938163982698783e+00) /
+        ((((7.784695709041462e-03 * t + 3.224671290700398e-01) * t + 2.445134137142996e+00) * t +
+          3.754408661907416e+00) * t + 1.0);
+  } else {
+    const double q = p - 0.5, r = q * q;
+    x = (((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r - 2.759285104469687e+02) * r +
+           1.383577518672690e+02) * r - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q /
+        (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r - 1.556989798598866e+02) * r +
+           6.680131188771972e+01) * r - 1.328068155288572e+01) * r + 1.0);
+  }
+  const double e = 0.5 * erfc(-x * 0.70710678118654752440) - p;
+  const double u = e * 2.50662827463100050242 * exp(0.5 * x * x);
+  return x - u / (1.0 + 0.5 * x * u);
+}
+
+}  // namespace initkit

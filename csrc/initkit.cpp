@@ -1,0 +1,45 @@
+// The one TORCH_LIBRARY block of the initkit namespace: every op schema lives here.
+// Kernels are registered per backend with TORCH_LIBRARY_IMPL (cpu/, cuda/); fake kernels for
+// torch.compile and torch.export are registered in Python by initkit._meta.
+#include <torch/library.h>
+
+#include "common/philox.h"
+
+#include "include/initkit/ops.h"
+
+namespace initkit {
+int register_ops() { return 0; }  // see include/initkit/ops.h
+
+namespace {
+std::vector<int64_t> philox4x32_10_words(c10::IntArrayRef counter, c10::IntArrayRef key) {
+  TORCH_CHECK_VALUE(counter.size() == 4 && key.size() == 2, "initkit::_philox4x32_10: expected 4 counter and 2 key words, got ",
+                    counter.size(), " and ", key.size());
+  const auto word = [](int64_t v) { return static_cast<uint32_t>(v); };
+  const PhiloxWords r = philox4x32_10(word(counter[0]), word(counter[1]), word(counter[2]), word(counter[3]),
+                                      word(key[0]), word(key[1]));
+  return {r.w[0], r.w[1], r.w[2], r.w[3]};
+}
+}  // namespace
+}  // namespace initkit
+
+TORCH_LIBRARY(initkit, m) {
+  m.set_python_module("initkit._meta");
+  // In-place fills. `seed` is the Philox key as a one-element int64 CPU tensor; `stream`
+  // selects an independent random stream; `offset` is the logical index of the first element
+  // (a shard of a larger tensor gets exactly the values of that part of the whole).
+  m.def("uniform_fill(Tensor(a!) self, float low, float high, Tensor seed, int stream=0, int offset=0) -> ()");
+  m.def("normal_fill(Tensor(a!) self, float mean, float std, Tensor seed, int stream=0, int offset=0) -> ()");
+  m.def(
+      "trunc_normal_fill(Tensor(a!) self, float mean, float std, float a, float b, Tensor seed, int stream=0, "
+      "int offset=0) -> ()");
+  // Many tensors in one parallel region (one launch on CUDA). kinds: 0 uniform, 1 normal,
+  // 2 truncated normal; params: 4 per tensor (low, high, -, -) / (mean, std, -, -) /
+  // (mean, std, a, b). Tensor i uses stream streams[i] and equals a single fill with it.
+  // The raw generator, for known-answer tests: four counter words and two key words in, four
+  // output words out (each a uint32 carried in an int).
+  m.def("_philox4x32_10(int[] counter, int[] key) -> int[]");
+  m.def("multi_fill(Tensor(a!)[] tensors, int[] kinds, float[] params, Tensor seed, int[] streams) -> ()");
+}
+
+// Device-independent: no tensors, so it is registered for every dispatch key at once.
+TORCH_LIBRARY_IMPL(initkit, CompositeExplicitAutograd, m) { m.impl("_philox4x32_10", &initkit::philox4x32_10_words); }

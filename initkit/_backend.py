@@ -1,0 +1,42 @@
+"""Which implementation runs: "ext" (torch.ops.initkit, compiled) or "torch" (pure PyTorch).
+
+The default is "ext" when the extension loaded; INITKIT_BACKEND=torch forces the fallback.
+`use_backend()` switches temporarily (the tests run every behaviour under both).
+"""
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from . import _load
+
+_BACKENDS = ("ext", "torch")
+_forced: str | None = None
+
+
+def _check_name(name: str) -> None:
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown initkit backend {name!r}; expected one of {_BACKENDS}")
+
+
+def backend() -> str:
+    """The active backend: "ext" or "torch"."""
+    if _forced is not None:
+        return _forced
+    requested = os.environ.get("INITKIT_BACKEND", "ext")
+    _check_name(requested)
+    return "ext" if requested == "ext" and _load.ext_available() else "torch"
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the enclosed code on backend `name` ("ext" needs the compiled extension)."""
+    global _forced
+    _check_name(name)
+    if name == "ext" and not _load.ext_available():
+        raise RuntimeError(f"initkit extension unavailable: {_load.ext_error()}")
+    previous, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = previous

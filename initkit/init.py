@@ -1,0 +1,340 @@
+"""Drop-in replacement for torch.nn.init, plus variance scaling and LeCun schemes.
+
+Every function has torch.nn.init's name, signature, defaults, return value, warnings and
+exception types. The random fills (uniform, normal, truncated normal and every scheme built on
+them) run as one fused, multi-threaded pass of initkit's Philox engine: the bound or std is
+computed once here and applied inside the kernel. Same seed, same values, for any thread count.
+
+RNG: each call draws a 64-bit Philox key from torch's CPU generator (or `generator=`), so
+torch.manual_seed() makes initkit reproducible and consecutive calls differ. On the "torch"
+backend the same functions run torch's own samplers and give exactly torch.nn.init's values.
+"""
+
+import math
+import warnings
+
+import torch
+from torch import Tensor
+
+from . import _backend, _load, _torch_ref
+
+__all__ = [
+    "calculate_gain",
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+    "variance_scaling_",
+    "lecun_normal_",
+    "lecun_uniform_",
+    "multi_fill_",
+    # Deprecated aliases, as in torch.nn.init
+    "uniform",
+    "normal",
+    "constant",
+    "eye",
+    "dirac",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+    "sparse",
+]
+
+# Fill kinds, as numbered by the multi_fill op schema (csrc/initkit.cpp).
+FILL_KINDS = {"uniform": 0, "normal": 1, "trunc_normal": 2}
+_EXT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# std of a standard normal truncated to [-2, 2]: JAX/TF's truncated-normal correction.
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+calculate_gain = _torch_ref.calculate_gain
+constant_ = _torch_ref.constant_
+ones_ = _torch_ref.ones_
+zeros_ = _torch_ref.zeros_
+eye_ = _torch_ref.eye_
+dirac_ = _torch_ref.dirac_
+orthogonal_ = _torch_ref.orthogonal_
+sparse_ = _torch_ref.sparse_
+
+
+# ---- the three primitive fills ------------------------------------------------------------
+
+
+def _runs_on_ext(tensor: Tensor) -> bool:
+    if _backend.backend() != "ext" or tensor.dtype not in _EXT_DTYPES:
+        return False  # the torch path raises torch's own errors for other dtypes
+    if torch.overrides.has_torch_function_unary(tensor):
+        return False  # tensor subclasses (DTensor, ...) keep torch's own handling
+    device = tensor.device.type
+    return device in ("cpu", "meta") or (device == "cuda" and _load.ext_has_cuda())
+
+
+def new_seed(generator: torch.Generator | None = None) -> Tensor:
+    """A fresh 63-bit Philox key from `generator` (default: torch's CPU generator), as the
+    one-element int64 CPU tensor the fill ops take. Traceable by torch.compile."""
+    if generator is None:
+        return torch.empty((), dtype=torch.int64).random_()
+    seed = torch.empty((), dtype=torch.int64, device=generator.device).random_(generator=generator)
+    return seed.cpu()
+
+
+def _uniform(tensor: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
+    if not _runs_on_ext(tensor):
+        return _torch_ref.uniform_(tensor, low, high, generator=generator)
+    with torch.no_grad():
+        torch.ops.initkit.uniform_fill(tensor, float(low), float(high), new_seed(generator))
+    return tensor
+
+
+def _normal(tensor: Tensor, mean: float, std: float, generator: torch.Generator | None) -> Tensor:
+    if not _runs_on_ext(tensor):
+        return _torch_ref.normal_(tensor, mean, std, generator=generator)
+    with torch.no_grad():
+        torch.ops.initkit.normal_fill(tensor, float(mean), float(std), new_seed(generator))
+    return tensor
+
+
+def _trunc_normal(
+    tensor: Tensor, mean: float, std: float, a: float, b: float, generator: torch.Generator | None
+) -> Tensor:
+    if not _runs_on_ext(tensor):
+        return _torch_ref.trunc_normal_(tensor, mean, std, a, b, generator=generator)
+    if (mean < a - 2 * std) or (mean > b + 2 * std):
+        warnings.warn(
+            "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
+            "The distribution of values may be incorrect.",
+            stacklevel=3,
+        )
+    with torch.no_grad():
+        torch.ops.initkit.trunc_normal_fill(tensor, float(mean), float(std), float(a), float(b), new_seed(generator))
+    return tensor
+
+
+# ---- torch.nn.init surface ------------------------------------------------------------------
+
+
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Fill `tensor` with U(a, b). Equivalent PyTorch: torch.nn.init.uniform_."""
+    return _uniform(tensor, a, b, generator)
+
+
+def normal_(
+    tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """Fill `tensor` with N(mean, std^2). Equivalent PyTorch: torch.nn.init.normal_."""
+    return _normal(tensor, mean, std, generator)
+
+
+def trunc_normal_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Fill `tensor` with N(mean, std^2) truncated to [a, b] (absolute bounds, as torch).
+
+    The extension samples the exact truncated law by inverse CDF in one pass: no clamping
+    pile-up at the bounds and no temporaries, at any std and dtype.
+    Equivalent PyTorch: torch.nn.init.trunc_normal_.
+    """
+    return _trunc_normal(tensor, mean, std, a, b, generator)
+
+
+def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
+    """torch.nn.init's fan rule: fan_in = size(1) * receptive field, fan_out = size(0) * receptive field."""
+    if tensor.dim() < 2:
+        raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 dimensions")
+    receptive_field_size = 1
+    for s in tensor.shape[2:]:
+        receptive_field_size *= s
+    return tensor.size(1) * receptive_field_size, tensor.size(0) * receptive_field_size
+
+
+def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
+    mode = mode.lower()
+    valid_modes = ["fan_in", "fan_out"]
+    if mode not in valid_modes:
+        raise ValueError(f"Mode {mode} not supported, please use one of {valid_modes}")
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)). Equivalent PyTorch: torch.nn.init.xavier_uniform_."""
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    bound = math.sqrt(3.0) * std
+    return _uniform(tensor, -bound, bound, generator)
+
+
+def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)). Equivalent PyTorch: torch.nn.init.xavier_normal_."""
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return _normal(tensor, 0.0, std, generator)
+
+
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """U(-bound, bound) with bound = gain * sqrt(3 / fan_mode). Equivalent PyTorch: torch.nn.init.kaiming_uniform_."""
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+        return tensor
+    fan = _calculate_correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    bound = math.sqrt(3.0) * (gain / math.sqrt(fan))
+    return _uniform(tensor, -bound, bound, generator)
+
+
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """N(0, std^2) with std = gain / sqrt(fan_mode). Equivalent PyTorch: torch.nn.init.kaiming_normal_."""
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+        return tensor
+    fan = _calculate_correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    return _normal(tensor, 0.0, gain / math.sqrt(fan), generator)
+
+
+# ---- additions: variance scaling (JAX/TF semantics) and LeCun --------------------------------
+
+_VS_MODES = ("fan_in", "fan_out", "fan_avg")
+_VS_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
+
+
+def variance_scaling_(
+    tensor: Tensor,
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "truncated_normal",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Samples with variance scale / fan, as jax.nn.initializers.variance_scaling.
+
+    fan is fan_in, fan_out or their mean (torch's fan rule). "truncated_normal" draws from
+    N(0, s^2) truncated to [-2s, 2s] with s = sqrt(scale / fan) / 0.87962566103423978, so the
+    samples' variance is exactly scale / fan; "uniform" uses U(-sqrt(3 scale / fan), +...).
+    Equivalent JAX: jax.nn.initializers.variance_scaling(scale, mode, distribution).
+    """
+    if not scale > 0:
+        raise ValueError(f"scale must be a positive float, got {scale}")
+    if mode not in _VS_MODES:
+        raise ValueError(f"Mode {mode} not supported, please use one of {list(_VS_MODES)}")
+    if distribution not in _VS_DISTRIBUTIONS:
+        raise ValueError(f"Distribution {distribution} not supported, please use one of {list(_VS_DISTRIBUTIONS)}")
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    if tensor.numel() == 0:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+        return tensor
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+    variance = scale / fan
+    if distribution == "truncated_normal":
+        std = math.sqrt(variance) / TRUNCATED_NORMAL_STD
+        return _trunc_normal(tensor, 0.0, std, -2.0 * std, 2.0 * std, generator)
+    if distribution == "normal":
+        return _normal(tensor, 0.0, math.sqrt(variance), generator)
+    bound = math.sqrt(3.0 * variance)
+    return _uniform(tensor, -bound, bound, generator)
+
+
+def lecun_normal_(tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """LeCun normal (SELU networks): truncated normal with variance 1 / fan_in, as jax.nn.initializers.lecun_normal."""
+    return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator)
+
+
+def lecun_uniform_(tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """LeCun uniform: U(-sqrt(3 / fan_in), sqrt(3 / fan_in)), as jax.nn.initializers.lecun_uniform."""
+    return variance_scaling_(tensor, 1.0, "fan_in", "uniform", generator)
+
+
+# ---- many tensors at once -------------------------------------------------------------------
+
+
+def multi_fill_(
+    tensors: list[Tensor],
+    fills: list[tuple[str, tuple[float, ...]]],
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Fill many tensors in one pass: fills[i] = (kind, params) for tensors[i], with kind
+    "uniform" (low, high), "normal" (mean, std) or "trunc_normal" (mean, std, a, b).
+
+    On the extension this is one parallel region over all tensors (one op call); tensor i gets
+    exactly what `torch.ops.initkit.<kind>_fill(tensors[i], *params, seed, stream=i)` gives for
+    the one key drawn from `generator`. The torch backend fills them one by one.
+    """
+    if len(tensors) != len(fills):
+        raise ValueError(f"multi_fill_: got {len(tensors)} tensors but {len(fills)} fills")
+    kinds, flat = [], []
+    for kind, params in fills:
+        if kind not in FILL_KINDS:
+            raise ValueError(f"multi_fill_: unknown fill kind {kind!r}; expected one of {list(FILL_KINDS)}")
+        expected = 4 if kind == "trunc_normal" else 2
+        if len(params) != expected:
+            raise ValueError(f"multi_fill_: {kind} takes {expected} parameters, got {len(params)}")
+        kinds.append(FILL_KINDS[kind])
+        flat.extend(float(p) for p in params)
+        flat.extend([0.0] * (4 - expected))
+    on_ext = [_runs_on_ext(t) for t in tensors]
+    if tensors and all(on_ext) and len({t.device for t in tensors}) == 1:
+        with torch.no_grad():
+            torch.ops.initkit.multi_fill(tensors, kinds, flat, new_seed(generator), list(range(len(tensors))))
+        return tensors
+    primitives = {"uniform": _uniform, "normal": _normal, "trunc_normal": _trunc_normal}
+    for tensor, (kind, params) in zip(tensors, fills):
+        primitives[kind](tensor, *params, generator)
+    return tensors
+
+
+# ---- deprecated aliases ---------------------------------------------------------------------
+
+
+def _make_deprecate(meth):
+    new_name = meth.__name__
+    old_name = new_name[:-1]
+
+    def deprecated_init(*args, **kwargs):
+        warnings.warn(
+            f"`nn.init.{old_name}` is now deprecated in favor of `nn.init.{new_name}`.", FutureWarning, stacklevel=2
+        )
+        return meth(*args, **kwargs)
+
+    deprecated_init.__name__ = old_name
+    deprecated_init.__doc__ = f"Deprecated alias of {new_name}."
+    return deprecated_init
+
+
+uniform = _make_deprecate(uniform_)
+normal = _make_deprecate(normal_)
+constant = _make_deprecate(constant_)
+eye = _make_deprecate(eye_)
+dirac = _make_deprecate(dirac_)
+xavier_uniform = _make_deprecate(xavier_uniform_)
+xavier_normal = _make_deprecate(xavier_normal_)
+kaiming_uniform = _make_deprecate(kaiming_uniform_)
+kaiming_normal = _make_deprecate(kaiming_normal_)
+orthogonal = _make_deprecate(orthogonal_)
+sparse = _make_deprecate(sparse_)
