@@ -38,6 +38,17 @@ def with_cuda() -> bool:
     )
 
 
+def check_cuda_toolkit() -> None:
+    # torch takes CUDA_HOME from `which nvcc` when the variable is unset, which is wrong when
+    # nvcc on PATH is a wrapper script: say so instead of failing later on a missing header.
+    home = Path(cpp_extension.CUDA_HOME or "")
+    if not (home / "include" / "cuda_runtime.h").is_file():
+        raise SystemExit(
+            f"initkit: CUDA build requested but CUDA_HOME={home} holds no include/cuda_runtime.h; "
+            "set CUDA_HOME to the CUDA toolkit folder (the one holding bin/nvcc)"
+        )
+
+
 def sources(cuda: bool) -> list[str]:
     files = sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("cpu/*.cpp"))
     if cuda:
@@ -73,6 +84,7 @@ def extension():
     )
     archs = None
     if cuda:
+        check_cuda_toolkit()
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST")
