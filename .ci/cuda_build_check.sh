@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Proves the CUDA build on a machine without a GPU: a fresh venv with torch 2.14.1 (CUDA 13.0),
+# `pip install .` with the CUDA kernels, checks that they are compiled in and registered, then
+# the CPU test suite against that build (a CUDA-enabled initkit must work on a CPU-only host).
+#   usage: .ci/cuda_build_check.sh VENV_DIR
+set -euo pipefail
+venv=${1:?usage: .ci/cuda_build_check.sh VENV_DIR}
+cd "$(dirname "$0")/.."
+
+# torch guesses CUDA_HOME from `which nvcc`, wrong when nvcc is a wrapper: pick a real toolkit.
+for dir in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-*; do
+  if [ -n "$dir" ] && [ -f "$dir/include/cuda_runtime.h" ] && [ -x "$dir/bin/nvcc" ]; then
+    export CUDA_HOME=$dir
+    break
+  fi
+done
+[ -n "${CUDA_HOME:-}" ] || { echo "no CUDA toolkit found (set CUDA_HOME)"; exit 1; }
+
+python3 -m venv --clear "$venv"
+"$venv/bin/pip" install -q torch==2.14.1 -r tests/requirements.txt
+rm -rf build  # objects of an earlier CPU-only build must not be reused
+"$venv/bin/pip" install -q .  # no GPU visible: setup.py builds for sm_80 and sm_90 + PTX
+
+export INITKIT_REQUIRE_EXT=1
+"$venv/bin/python" - <<'PY'
+import torch
+import initkit
+from initkit import _build_info
+
+assert torch.version.cuda, f"expected a CUDA build of torch, got {torch.__version__}"
+assert initkit.ext_available() and _build_info.with_cuda, f"no CUDA build: {initkit.ext_error()}"
+for op in ("uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill"):
+    for key in ("CPU", "CUDA"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"initkit::{op}", key), f"initkit::{op} has no {key} kernel"
+print(f"initkit CUDA build OK: torch {torch.__version__}, archs {_build_info.cuda_arch_list}")
+PY
+"$venv/bin/pytest" -q --benchmark-disable -m "not cuda"
