@@ -57,6 +57,7 @@ FILL_KINDS = {"uniform": 0, "normal": 1, "trunc_normal": 2}
 _EXT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # std of a standard normal truncated to [-2, 2]: JAX/TF's truncated-normal correction.
 TRUNCATED_NORMAL_STD = 0.87962566103423978
+_MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
 
 calculate_gain = _torch_ref.calculate_gain
 constant_ = _torch_ref.constant_
@@ -83,9 +84,8 @@ def _runs_on_ext(tensor: Tensor) -> bool:
 def new_seed(generator: torch.Generator | None = None) -> Tensor:
     """A fresh 63-bit Philox key from `generator` (default: torch's CPU generator), as the
     one-element int64 CPU tensor the fill ops take. Traceable by torch.compile."""
-    if generator is None:
-        return torch.empty((), dtype=torch.int64).random_()
-    seed = torch.empty((), dtype=torch.int64, device=generator.device).random_(generator=generator)
+    device = "cpu" if generator is None else generator.device
+    seed = torch.randint(0, _MAX_SEED, (), dtype=torch.int64, device=device, generator=generator)
     return seed.cpu()
 
 
@@ -108,6 +108,8 @@ def _normal(tensor: Tensor, mean: float, std: float, generator: torch.Generator 
 def _trunc_normal(
     tensor: Tensor, mean: float, std: float, a: float, b: float, generator: torch.Generator | None
 ) -> Tensor:
+    if not std >= 0:  # torch.nn.init.trunc_normal_ silently accepts these and returns garbage
+        raise RuntimeError(f"trunc_normal_ expects std >= 0.0, but found std {std}")
     if not _runs_on_ext(tensor):
         return _torch_ref.trunc_normal_(tensor, mean, std, a, b, generator=generator)
     if (mean < a - 2 * std) or (mean > b + 2 * std):

@@ -1,0 +1,27 @@
+"""Fill speed: initkit vs torch.nn.init vs zero_ (the bandwidth floor) on the same tensor.
+
+    pytest benchmarks/bench_init.py --benchmark-only --benchmark-group-by=group
+
+Each group is one scheme on one shape, so its table compares like with like; `python -m initkit
+bench` prints the same comparison as ratios.
+"""
+
+import pytest
+import torch
+
+from initkit import _bench
+
+SHAPE_IDS = ["x".join(map(str, s)) for s in _bench.SHAPES]
+
+
+@pytest.mark.parametrize("impl", _bench.IMPLS)
+@pytest.mark.parametrize("shape", _bench.SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("scheme", list(_bench.SCHEMES))
+def test_fill(benchmark, scheme, shape, impl):
+    tensor = torch.empty(shape)
+    fn = _bench.fill_callable(scheme, impl, tensor)
+    benchmark.group = f"{scheme}-cpu-float32-{'x'.join(map(str, shape))}"
+    benchmark.extra_info.update(torch=torch.__version__, threads=torch.get_num_threads(), bytes=tensor.nbytes)
+    benchmark(fn)
+    if impl != "zero_":
+        assert tensor.std() > 0  # checked once, outside the timed region

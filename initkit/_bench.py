@@ -1,0 +1,89 @@
+"""The fill speed comparison shared by `python -m initkit bench` and benchmarks/bench_init.py.
+
+Each scheme runs three ways on the same tensor: initkit, torch.nn.init, and `zero_` (the
+memory-bandwidth floor: no fill can write faster). Speed claims are ratios of medians measured
+side by side in one run.
+"""
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.init as nn_init
+
+from . import init as ik
+
+# scheme name -> (initkit function, torch function, keyword arguments)
+SCHEMES: dict[str, tuple[Callable, Callable, dict]] = {
+    "uniform_": (ik.uniform_, nn_init.uniform_, {}),
+    "normal_": (ik.normal_, nn_init.normal_, {}),
+    "trunc_normal_": (ik.trunc_normal_, nn_init.trunc_normal_, {"std": 0.02}),
+    "xavier_uniform_": (ik.xavier_uniform_, nn_init.xavier_uniform_, {}),
+    "xavier_normal_": (ik.xavier_normal_, nn_init.xavier_normal_, {}),
+    "kaiming_uniform_": (ik.kaiming_uniform_, nn_init.kaiming_uniform_, {"nonlinearity": "relu"}),
+    "kaiming_normal_": (ik.kaiming_normal_, nn_init.kaiming_normal_, {"nonlinearity": "relu"}),
+}
+SHAPES = [(4096, 8192), (256, 256)]
+IMPLS = ("initkit", "torch", "zero_")
+
+
+def fill_callable(scheme: str, impl: str, tensor: torch.Tensor) -> Callable[[], object]:
+    ours, theirs, kwargs = SCHEMES[scheme]
+    if impl == "initkit":
+        return lambda: ours(tensor, **kwargs)
+    if impl == "torch":
+        return lambda: theirs(tensor, **kwargs)
+    return tensor.zero_
+
+
+def median_seconds(fn: Callable[[], object], min_time: float, max_reps: int) -> float:
+    """Median of repeated timings; each timing loops enough calls to last ~1 ms."""
+    fn()  # warm up (first-touch page faults, lazy init)
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(1e-3 / once))
+    samples: list[float] = []
+    deadline = time.perf_counter() + min_time
+    while len(samples) < max_reps and (len(samples) < 3 or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def run(min_time: float = 0.3, max_reps: int = 15) -> list[dict]:
+    rows = []
+    for shape in SHAPES:
+        tensor = torch.empty(shape)
+        floor = median_seconds(tensor.zero_, min_time, max_reps)
+        for scheme in SCHEMES:
+            t_ours = median_seconds(fill_callable(scheme, "initkit", tensor), min_time, max_reps)
+            t_torch = median_seconds(fill_callable(scheme, "torch", tensor), min_time, max_reps)
+            rows.append(
+                dict(scheme=scheme, shape=shape, initkit=t_ours, torch=t_torch, zero_=floor,
+                     speedup=t_torch / t_ours, of_zero=floor / t_ours)
+            )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [
+        f"{'scheme':<18}{'shape':>12}{'initkit':>11}{'torch':>11}{'zero_':>10}{'vs torch':>10}{'of zero_':>10}",
+    ]
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        lines.append(
+            f"{r['scheme']:<18}{shape:>12}{r['initkit'] * 1e3:>9.3f}ms{r['torch'] * 1e3:>9.3f}ms"
+            f"{r['zero_'] * 1e3:>8.3f}ms{r['speedup']:>9.1f}x{r['of_zero']:>10.2f}"
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| scheme | shape | initkit vs torch.nn.init | initkit throughput / `zero_` |", "|---|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| `{r['scheme']}` | {'×'.join(map(str, r['shape']))} | {r['speedup']:.1f}× | {r['of_zero']:.2f} |")
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Reproducibility of the Philox engine: values depend only on (seed, stream, logical index)."""
+
+import pytest
+import torch
+
+import initkit
+
+FILLS = {
+    "uniform": lambda t, **kw: initkit.uniform_(t, -1.0, 3.0, **kw),
+    "normal": lambda t, **kw: initkit.normal_(t, 0.5, 2.0, **kw),
+    "trunc_normal": lambda t, **kw: initkit.trunc_normal_(t, 0.0, 1.0, -1.5, 2.5, **kw),
+}
+OPS = {
+    "uniform": lambda t, seed, *a: torch.ops.initkit.uniform_fill(t, -1.0, 3.0, seed, *a),
+    "normal": lambda t, seed, *a: torch.ops.initkit.normal_fill(t, 0.5, 2.0, seed, *a),
+    "trunc_normal": lambda t, seed, *a: torch.ops.initkit.trunc_normal_fill(t, 0.0, 1.0, -1.5, 2.5, seed, *a),
+}
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def test_manual_seed_reproduces_and_consecutive_calls_differ(backend):
+    torch.manual_seed(3)
+    a = initkit.kaiming_normal_(torch.empty(64, 64))
+    b = initkit.kaiming_normal_(torch.empty(64, 64))
+    torch.manual_seed(3)
+    a2 = initkit.kaiming_normal_(torch.empty(64, 64))
+    assert torch.equal(a, a2)
+    assert not torch.equal(a, b)
+
+
+def test_generator_seeded_like_global_seed_gives_same_values(backend):
+    torch.manual_seed(11)
+    a = initkit.xavier_uniform_(torch.empty(32, 16))
+    b = initkit.xavier_uniform_(torch.empty(32, 16), generator=torch.Generator().manual_seed(11))
+    assert torch.equal(a, b)
+
+
+def test_generator_does_not_touch_global_rng(backend):
+    state = torch.get_rng_state()
+    initkit.normal_(torch.empty(10), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fill", list(FILLS))
+def test_thread_count_does_not_change_values(ext, fill, dtype):
+    # 1.1M elements: many parallel tasks of 64Ki elements, split differently by 1 and 2 threads.
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results.append(FILLS[fill](torch.empty(1100, 1001, dtype=dtype), generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("fill", list(FILLS))
+def test_shards_filled_with_offsets_equal_the_whole(ext, fill):
+    # Sharded init: each part, filled with its logical offset, gets exactly the whole's values.
+    seed = torch.tensor(42)
+    whole = torch.empty(1000, 77)
+    OPS[fill](whole, seed)
+    for start, stop in [(0, 333), (333, 334), (334, 1000)]:
+        shard = torch.empty(stop - start, 77)
+        OPS[fill](shard, seed, 0, start * 77)
+        assert torch.equal(shard, whole[start:stop])
+
+
+@pytest.mark.parametrize("fill", list(FILLS))
+def test_streams_are_independent(ext, fill):
+    seed = torch.tensor(42)
+    a, b = torch.empty(1000), torch.empty(1000)
+    OPS[fill](a, seed, 0)
+    OPS[fill](b, seed, 1)
+    assert not torch.equal(a, b)
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < 0.1  # 3 sd of r for independent n=1000
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fill", list(FILLS))
+def test_views_get_logical_order_values_and_nothing_outside_is_touched(ext, fill, dtype):
+    seed = torch.tensor(9)
+    base = torch.full((70, 90), float("nan"), dtype=dtype)
+    view = base[5:65:2, 1::3].t()  # strided, offset and transposed: shape (30, 30)
+    OPS[fill](view, seed)
+    expected = torch.empty(view.shape, dtype=dtype)
+    OPS[fill](expected, seed)
+    assert torch.equal(view, expected)
+    touched = torch.zeros(70, 90, dtype=torch.bool)
+    touched[5:65:2, 1::3] = True
+    assert base[~touched].isnan().all()
+    assert not base[touched].isnan().any()
+
+
+@pytest.mark.parametrize("fill", ["normal", "trunc_normal"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_is_the_float32_fill_rounded(ext, fill, dtype):
+    seed = torch.tensor(21)
+    low, full = torch.empty(5000, dtype=dtype), torch.empty(5000)
+    OPS[fill](low, seed)
+    OPS[fill](full, seed)
+    assert torch.equal(low, full.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_uniform_stays_half_open(ext, dtype):
+    t = torch.empty(200_000, dtype=dtype)
+    torch.ops.initkit.uniform_fill(t, 0.0, 1.0, torch.tensor(1))
+    assert t.max() < 1.0
+
+
+def test_multi_fill_equals_per_tensor_fills_with_streams(ext):
+    shapes = [(300, 200), (7,), (3, 5, 2), (65, 1000), (0, 4)]
+    dtypes = [torch.float32, torch.float64, torch.bfloat16, torch.float32, torch.float32]
+    fills = [("uniform", (-1.0, 1.0)), ("normal", (0.0, 0.1)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0)), ("normal", (1.0, 2.0)), ("uniform", (0.0, 1.0))]
+    tensors = [torch.empty(s, dtype=d) for s, d in zip(shapes, dtypes)]
+    tensors[3] = torch.empty(1000, 65).t()  # a non-contiguous member
+    initkit.multi_fill_(tensors, fills, generator=torch.Generator().manual_seed(8))
+    seed = initkit.init.new_seed(torch.Generator().manual_seed(8))
+    for stream, (t, (kind, params)) in enumerate(zip(tensors, fills)):
+        expected = torch.empty(t.shape, dtype=t.dtype)
+        getattr(torch.ops.initkit, f"{kind}_fill")(expected, *params, seed, stream)
+        assert torch.equal(t, expected), stream
+
+
+def test_multi_fill_distributions_on_both_backends(backend):
+    tensors = [torch.empty(200_000), torch.empty(100, 1000)]
+    initkit.multi_fill_(tensors, [("uniform", (2.0, 4.0)), ("normal", (0.0, 3.0))])
+    assert tensors[0].min() >= 2.0 and tensors[0].max() < 4.0
+    assert tensors[0].mean().item() == pytest.approx(3.0, abs=0.01)
+    assert tensors[1].std().item() == pytest.approx(3.0, rel=0.01)
+
+
+def test_multi_fill_rejects_bad_specs(backend):
+    with pytest.raises(ValueError, match="2 tensors but 1 fills"):
+        initkit.multi_fill_([torch.empty(2), torch.empty(2)], [("uniform", (0.0, 1.0))])
+    with pytest.raises(ValueError, match="unknown fill kind 'cauchy'"):
+        initkit.multi_fill_([torch.empty(2)], [("cauchy", (0.0, 1.0))])
+    with pytest.raises(ValueError, match="trunc_normal takes 4 parameters"):
+        initkit.multi_fill_([torch.empty(2)], [("trunc_normal", (0.0, 1.0))])
+
+
+@pytest.mark.slow
+def test_64_bit_indexing(ext):
+    # 2^31 + 100 bfloat16 elements (4 GiB): the tail must hold the values of logical indices >= 2^31.
+    n = 2**31 + 100
+    big = torch.empty(n, dtype=torch.bfloat16)
+    seed = torch.tensor(77)
+    torch.ops.initkit.uniform_fill(big, 0.0, 1.0, seed)
+    tail = torch.empty(100, dtype=torch.bfloat16)
+    torch.ops.initkit.uniform_fill(tail, 0.0, 1.0, seed, 0, 2**31)
+    assert torch.equal(big[2**31 :], tail)
+    head = torch.empty(100, dtype=torch.bfloat16)
+    torch.ops.initkit.uniform_fill(head, 0.0, 1.0, seed)
+    assert torch.equal(big[:100], head)
+    assert not torch.equal(head, tail)

@@ -1,0 +1,239 @@
+"""The torch.nn.init surface: signatures, parity of every bound/std with torch's formulas,
+return values, autograd, warnings and exceptions."""
+
+import inspect
+import math
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.init as nn_init
+
+import initkit
+
+TORCH_NAMES = [n for n in nn_init.__all__]
+
+
+def test_whole_torch_surface_is_present_with_same_signatures():
+    for name in TORCH_NAMES:
+        ours, theirs = getattr(initkit, name), getattr(nn_init, name)
+        if name.endswith("_") or name == "calculate_gain":
+            assert inspect.signature(ours).parameters.keys() == inspect.signature(theirs).parameters.keys(), name
+            for p, q in zip(inspect.signature(ours).parameters.values(), inspect.signature(theirs).parameters.values()):
+                assert p.default == q.default, (name, p.name)
+    assert initkit.init.kaiming_uniform_ is initkit.kaiming_uniform_
+
+
+def _seeded(seed=7):
+    return torch.Generator().manual_seed(seed)
+
+
+# (name, kwargs, kind, expected params from torch's own fan/gain helpers)
+def _torch_fan(t, mode):
+    return nn_init._calculate_correct_fan(t, mode)
+
+
+PARITY = []
+for shape in [(30, 20), (16, 8, 3), (16, 8, 3, 5), (4, 6, 3, 3, 2)]:
+    for mode in ["fan_in", "fan_out"]:
+        for nonlinearity, a in [("relu", 0), ("leaky_relu", 0.2), ("leaky_relu", 0), ("tanh", 0), ("selu", 0), ("linear", 0), ("sigmoid", 0), ("conv2d", 0)]:
+            PARITY.append(("kaiming_uniform_", shape, dict(a=a, mode=mode, nonlinearity=nonlinearity)))
+            PARITY.append(("kaiming_normal_", shape, dict(a=a, mode=mode, nonlinearity=nonlinearity)))
+    for gain in [1.0, 0.5, nn_init.calculate_gain("tanh")]:
+        PARITY.append(("xavier_uniform_", shape, dict(gain=gain)))
+        PARITY.append(("xavier_normal_", shape, dict(gain=gain)))
+
+
+def _expected_fill(name, t, kw):
+    """(kind, params) from torch.nn.init's documented formulas, using torch's helpers."""
+    if name.startswith("kaiming"):
+        std = nn_init.calculate_gain(kw["nonlinearity"], kw["a"]) / math.sqrt(_torch_fan(t, kw["mode"]))
+    else:
+        fan_in, fan_out = nn_init._calculate_fan_in_and_fan_out(t)
+        std = kw["gain"] * math.sqrt(2.0 / (fan_in + fan_out))
+    if name.endswith("uniform_"):
+        return "uniform", (-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
+    return "normal", (0.0, std)
+
+
+@pytest.mark.parametrize("name,shape,kw", PARITY)
+def test_scheme_parameters_match_torch_formula(ext, name, shape, kw):
+    # The fused scheme must be exactly one fill with torch's bound/std: compare with the raw op
+    # called with the same key (drawn from an identically seeded generator).
+    t = torch.empty(shape)
+    out = getattr(initkit, name)(t, **kw, generator=_seeded())
+    assert out is t
+    kind, params = _expected_fill(name, t, kw)
+    expected = torch.empty(shape)
+    seed = initkit.init.new_seed(_seeded())
+    getattr(torch.ops.initkit, f"{kind}_fill")(expected, *params, seed)
+    torch.testing.assert_close(t, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,shape,kw", PARITY[::7])
+def test_torch_backend_is_bit_exact_with_torch_nn_init(name, shape, kw):
+    with initkit.use_backend("torch"):
+        ours = getattr(initkit, name)(torch.empty(shape), **kw, generator=_seeded())
+    theirs = getattr(nn_init, name)(torch.empty(shape), **kw, generator=_seeded())
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "mode,fan", [("fan_in", lambda fi, fo: fi), ("fan_out", lambda fi, fo: fo), ("fan_avg", lambda fi, fo: (fi + fo) / 2)]
+)
+@pytest.mark.parametrize("distribution", ["truncated_normal", "normal", "uniform"])
+def test_variance_scaling_parameters(ext, mode, fan, distribution):
+    t = torch.empty(12, 5, 3, 3)  # fan_in 45, fan_out 108
+    initkit.variance_scaling_(t, 2.0, mode, distribution, generator=_seeded())
+    variance = 2.0 / fan(45, 108)
+    expected = torch.empty_like(t)
+    seed = initkit.init.new_seed(_seeded())
+    if distribution == "truncated_normal":
+        std = math.sqrt(variance) / 0.87962566103423978
+        torch.ops.initkit.trunc_normal_fill(expected, 0.0, std, -2 * std, 2 * std, seed)
+    elif distribution == "normal":
+        torch.ops.initkit.normal_fill(expected, 0.0, math.sqrt(variance), seed)
+    else:
+        bound = math.sqrt(3 * variance)
+        torch.ops.initkit.uniform_fill(expected, -bound, bound, seed)
+    torch.testing.assert_close(t, expected, rtol=0, atol=0)
+
+
+def test_calculate_gain_is_torchs(backend):
+    for nl, param in [("relu", None), ("leaky_relu", None), ("leaky_relu", 0.3), ("tanh", None), ("selu", None)]:
+        assert initkit.calculate_gain(nl, param) == nn_init.calculate_gain(nl, param)
+
+
+@pytest.mark.parametrize("fn", ["uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "kaiming_normal_", "lecun_normal_"])
+def test_parameters_requiring_grad_are_filled_without_autograd_history(backend, fn):
+    p = torch.nn.Parameter(torch.zeros(8, 8))
+    out = getattr(initkit, fn)(p)
+    assert out is p and p.grad_fn is None and p.requires_grad
+    assert p.abs().sum() > 0
+    (p * 2).sum().backward()  # still a usable leaf
+    assert torch.equal(p.grad, torch.full((8, 8), 2.0))
+
+
+@pytest.mark.parametrize("fn", ["uniform_", "normal_", "trunc_normal_", "xavier_normal_"])
+def test_zero_element_tensors_are_left_alone(backend, fn):
+    t = torch.empty(0, 5)
+    assert getattr(initkit, fn)(t) is t
+
+
+@pytest.mark.parametrize("fn", ["kaiming_uniform_", "kaiming_normal_"])
+def test_kaiming_warns_on_zero_element_tensors_like_torch(backend, fn):
+    t = torch.empty(0, 5)
+    with pytest.warns(UserWarning, match="Initializing zero-element tensors is a no-op"):
+        assert getattr(initkit, fn)(t) is t
+
+
+def test_trunc_normal_warns_when_mean_is_far_from_bounds(backend):
+    with pytest.warns(UserWarning, match="mean is more than 2 std"):
+        initkit.trunc_normal_(torch.empty(10), mean=5.0, std=1.0, a=-1.0, b=1.0)
+
+
+def test_deprecated_aliases_warn(backend):
+    with pytest.warns(FutureWarning, match="deprecated"):
+        initkit.xavier_uniform(torch.empty(3, 3))
+
+
+def test_non_random_functions_match_torch(backend):
+    for fn, args in [("constant_", (0.3,)), ("ones_", ()), ("zeros_", ()), ("eye_", ())]:
+        a, b = torch.empty(4, 6), torch.empty(4, 6)
+        torch.testing.assert_close(getattr(initkit, fn)(a, *args), getattr(nn_init, fn)(b, *args))
+    a, b = torch.empty(6, 2, 3, 3), torch.empty(6, 2, 3, 3)
+    torch.testing.assert_close(initkit.dirac_(a, groups=2), nn_init.dirac_(b, groups=2))
+    q = initkit.orthogonal_(torch.empty(5, 8), generator=_seeded())
+    torch.testing.assert_close(q @ q.T, torch.eye(5), atol=1e-5, rtol=0)
+    s = initkit.sparse_(torch.empty(10, 4), sparsity=0.3, generator=_seeded())
+    assert ((s == 0).sum(0) == 3).all()
+
+
+# Bad input: same exception type as torch.nn.init wherever torch raises.
+BAD_INPUTS = [
+    ("uniform_", lambda: (torch.zeros(3, 3, dtype=torch.int64),), {}),
+    ("uniform_", lambda: (torch.zeros(3, 3, dtype=torch.bool),), {}),
+    ("normal_", lambda: (torch.zeros(3, 3, dtype=torch.int32),), {}),
+    ("xavier_uniform_", lambda: (torch.zeros(3, 3, dtype=torch.int64),), {}),
+    ("xavier_uniform_", lambda: (torch.zeros(5),), {}),
+    ("kaiming_normal_", lambda: (torch.zeros(5),), {}),
+    ("kaiming_uniform_", lambda: (torch.zeros(3, 3),), {"mode": "fan_x"}),
+    ("kaiming_uniform_", lambda: (torch.zeros(3, 3),), {"nonlinearity": "swish"}),
+    ("kaiming_uniform_", lambda: (torch.zeros(3, 3),), {"a": True}),
+    ("normal_", lambda: (torch.zeros(3, 3),), {"std": -1.0}),
+    ("normal_", lambda: (torch.zeros(3, 3),), {"std": float("nan")}),
+    ("uniform_", lambda: (torch.zeros(3, 3),), {"a": 2.0, "b": 1.0}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"a": 2.0, "b": -2.0}),
+    ("uniform_", lambda: (torch.zeros(3, 1).expand(3, 4),), {}),
+    ("eye_", lambda: (torch.zeros(3, 3, 3),), {}),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs", BAD_INPUTS)
+def test_bad_input_raises_like_torch(backend, name, args, kwargs):
+    with pytest.raises(Exception) as theirs:
+        getattr(nn_init, name)(*args(), **kwargs)
+    with pytest.raises(theirs.type):
+        getattr(initkit, name)(*args(), **kwargs)
+
+
+@pytest.mark.parametrize("std", [-1.0, float("nan")])
+def test_trunc_normal_rejects_bad_std(backend, std):
+    # torch.nn.init.trunc_normal_ accepts these silently; initkit refuses.
+    with pytest.raises(RuntimeError, match="std >= 0.0"):
+        initkit.trunc_normal_(torch.zeros(3, 3), std=std)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"mode": "fan_sum"}, "Mode fan_sum not supported"), ({"distribution": "cauchy"}, "Distribution cauchy"), ({"scale": 0.0}, "positive")],
+)
+def test_variance_scaling_rejects_bad_arguments(backend, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        initkit.variance_scaling_(torch.zeros(3, 3), **kwargs)
+
+
+def test_ops_reject_bad_arguments_with_clear_messages(ext):
+    seed = torch.tensor(0)
+    with pytest.raises(RuntimeError, match="initkit::uniform_fill: expected a float32.*Long"):
+        torch.ops.initkit.uniform_fill(torch.zeros(3, dtype=torch.int64), 0.0, 1.0, seed)
+    with pytest.raises(RuntimeError, match="seed must be a one-element int64 CPU tensor"):
+        torch.ops.initkit.normal_fill(torch.zeros(3), 0.0, 1.0, torch.tensor([1.0]))
+    with pytest.raises(RuntimeError, match="finite mean and std"):
+        torch.ops.initkit.normal_fill(torch.zeros(3), float("inf"), 1.0, seed)
+    with pytest.raises(ValueError, match="offset must be >= 0"):
+        torch.ops.initkit.uniform_fill(torch.zeros(3), 0.0, 1.0, seed, 0, -1)
+    with pytest.raises(ValueError, match="expected 2 kinds"):
+        torch.ops.initkit.multi_fill([torch.zeros(3), torch.zeros(2)], [0], [0.0] * 8, seed, [0, 1])
+    with pytest.raises(ValueError, match="unknown fill kind 7"):
+        torch.ops.initkit.multi_fill([torch.zeros(3)], [7], [0.0] * 4, seed, [0])
+
+
+def test_trunc_normal_with_zero_std_is_the_clamped_mean(ext):
+    # torch.nn.init divides by std here (ZeroDivisionError); the law is a point mass.
+    t = initkit.trunc_normal_(torch.empty(100), mean=3.0, std=0.0, a=-1.0, b=1.0)
+    assert (t == 1.0).all()
+
+
+def test_meta_tensors_are_accepted(backend):
+    t = torch.empty(4, 4, device="meta")
+    assert initkit.kaiming_uniform_(t) is t
+
+
+def test_works_after_torch_nn_init_is_monkeypatched_with_initkit():
+    # A user replacing torch's functions with ours must not send the fallback into recursion.
+    code = (
+        "import torch, initkit\n"
+        "for name in ['uniform_', 'normal_', 'trunc_normal_', 'kaiming_uniform_', 'xavier_normal_']:\n"
+        "    setattr(torch.nn.init, name, getattr(initkit, name))\n"
+        "with initkit.use_backend('torch'):\n"
+        "    m = torch.nn.Linear(64, 64)\n"
+        "    torch.nn.init.trunc_normal_(m.weight)\n"
+        "    initkit.kaiming_uniform_(m.weight)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

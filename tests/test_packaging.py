@@ -1,0 +1,73 @@
+"""Extension loading, version checks, fallback and backend switching."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import initkit
+
+
+def run_python(code, **env):
+    full_env = {**os.environ, **env}
+    for key in ("INITKIT_BACKEND", "INITKIT_REQUIRE_EXT"):
+        if key not in env:
+            full_env.pop(key, None)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def test_extension_loaded_and_records_its_torch(ext):
+    from initkit import _build_info
+
+    assert initkit.ext_error() is None
+    assert initkit.backend() == "ext"
+    assert _build_info.torch_version.split("+")[0].split(".")[:2] == torch.__version__.split("+")[0].split(".")[:2]
+
+
+def test_backend_env_forces_torch():
+    out = run_python("import initkit; print(initkit.backend())", INITKIT_BACKEND="torch")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "torch"
+
+
+def test_unknown_backend_name_is_an_error():
+    with pytest.raises(ValueError, match="unknown initkit backend 'gpu'"):
+        with initkit.use_backend("gpu"):
+            pass
+    out = run_python("import initkit; initkit.backend()", INITKIT_BACKEND="gpu")
+    assert out.returncode != 0 and "unknown initkit backend 'gpu'" in out.stderr
+
+
+MISMATCH = "import torch; torch.__version__ = '2.99.0+cpu'\nimport warnings; warnings.simplefilter('always')\n"
+
+
+def test_version_mismatch_warns_once_and_falls_back_to_torch(ext):
+    code = MISMATCH + (
+        "import initkit\n"
+        "print(initkit.backend())\n"
+        "print(initkit.kaiming_uniform_(torch.empty(4, 4)).shape)\n"
+    )
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["torch", "torch.Size([4,", "4])"]
+    assert out.stderr.count("RuntimeWarning") == 1
+    assert "built for torch 2." in out.stderr and "but torch 2.99.0+cpu is running" in out.stderr
+    assert "pip install --force-reinstall --no-deps ." in out.stderr
+
+
+@pytest.mark.parametrize("env", [{"INITKIT_REQUIRE_EXT": "1"}, {"INITKIT_BACKEND": "ext"}])
+def test_required_extension_turns_mismatch_into_an_error(ext, env):
+    out = run_python(MISMATCH + "import initkit", **env)
+    assert out.returncode != 0
+    assert "ImportError" in out.stderr and "2.99.0+cpu" in out.stderr
+
+
+def test_use_backend_switches_and_restores(ext):
+    with initkit.use_backend("torch"):
+        assert initkit.backend() == "torch"
+        with initkit.use_backend("ext"):
+            assert initkit.backend() == "ext"
+        assert initkit.backend() == "torch"
+    assert initkit.backend() == "ext"
