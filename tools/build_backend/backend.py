@@ -12,7 +12,6 @@ import os
 import sys
 import sysconfig
 
-from setuptools import build_meta as _orig
 from setuptools.build_meta import *  # noqa: F401,F403  (re-export every PEP 517 hook)
 
 
@@ -37,21 +36,5 @@ def _find_target_torch() -> None:
         ) from None
 
 
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    _find_target_torch()
-    return _orig.build_wheel(wheel_directory, config_settings, metadata_directory)
-
-
-def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
-    _find_target_torch()
-    return _orig.build_editable(wheel_directory, config_settings, metadata_directory)
-
-
-def get_requires_for_build_wheel(config_settings=None):
-    _find_target_torch()
-    return _orig.get_requires_for_build_wheel(config_settings)
-
-
-def get_requires_for_build_editable(config_settings=None):
-    _find_target_torch()
-    return _orig.get_requires_for_build_editable(config_settings)
+# pip imports the backend afresh for every hook (metadata, wheel, editable, sdist): do it once here.
+_find_target_torch()
