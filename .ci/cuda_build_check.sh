@@ -22,7 +22,8 @@ rm -rf build  # objects of an earlier CPU-only build must not be reused
 "$venv/bin/pip" install -q .  # no GPU visible: setup.py builds for sm_80 and sm_90 + PTX
 
 export INITKIT_REQUIRE_EXT=1
-"$venv/bin/python" - <<'PY'
+# From another folder: the installed initkit (with _C) must be imported, not the source tree.
+(cd "$venv" && "$venv/bin/python" - <<'PY'
 import torch
 import initkit
 from initkit import _build_info
@@ -34,4 +35,6 @@ for op in ("uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"initkit::{op}", key), f"initkit::{op} has no {key} kernel"
 print(f"initkit CUDA build OK: torch {torch.__version__}, archs {_build_info.cuda_arch_list}")
 PY
-"$venv/bin/pytest" -q --benchmark-disable -m "not cuda"
+)
+# From tests/ for the same reason (some tests start `python -c` subprocesses in the cwd).
+(cd tests && "$venv/bin/pytest" -q --benchmark-disable -m "not cuda" ../tests ../benchmarks)
