@@ -346,6 +346,8 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
     plan = InitPlan()
     reset_modules = set()
     for full_name, local, module, param in _owners(model):
+        if isinstance(param, nn.parameter.UninitializedParameter):
+            raise ValueError(f"parameter {full_name!r} is lazy (uninitialized): run a forward pass first")
         module_name = module_names[id(module)]
         choice = _override(overrides, full_name, local, module)
         if choice is None and base == "torch_default" and _reset_method(module) is not None:
@@ -526,8 +528,6 @@ def _allocate(model: nn.Module, device: torch.device) -> list[str]:
         for name, param in module._parameters.items():
             if param is None:
                 continue
-            if isinstance(param, nn.parameter.UninitializedParameter):
-                raise ValueError(f"parameter {module_name}.{name} is lazy (uninitialized): run a forward pass first")
             if id(param) not in new_tensors:
                 storage = torch.empty(param.shape, dtype=param.dtype, device=device)
                 new_tensors[id(param)] = nn.Parameter(storage, requires_grad=param.requires_grad)
