@@ -49,6 +49,8 @@ def _load_factory(target: str):
         factory = getattr(module, attribute)
     except AttributeError:
         raise ValueError(f"{module_name} has no attribute {attribute!r}") from None
+    if not (isinstance(factory, nn.Module) or callable(factory)):
+        raise TypeError(f"{target} is a {type(factory).__name__}, not an nn.Module or a function returning one")
     model = factory if isinstance(factory, nn.Module) else factory()
     if not isinstance(model, nn.Module):
         raise TypeError(f"{target} gave a {type(model).__name__}, not an nn.Module")
