@@ -117,8 +117,8 @@ def test_param_report():
     assert ("1.running_var", [2], torch.float32, torch.device("cpu")) in report.state_dict
     name, requires_grad, mean, variance = report.parameters[0]
     assert (name, requires_grad) == ("0.weight", True)
-    assert mean == pytest.approx(float(model[0].weight.double().mean()))
-    assert variance == pytest.approx(float(model[0].weight.double().var()))
+    assert mean == pytest.approx(float(model[0].weight.detach().double().mean()))
+    assert variance == pytest.approx(float(model[0].weight.detach().double().var()))
     assert report.parameters[1][:2] == ("0.bias", False)
     assert "num_batches_tracked" in str(report) and "int64" in str(report)
 
