@@ -18,11 +18,11 @@ from . import _diagnose, _model, _summary
 
 
 def add_subcommands(subparsers) -> None:
-    demo = subparsers.add_parser("demo", help="walk through init, summary, TorchScript and fused vs eager on a tiny MLP")
+    demo = subparsers.add_parser("demo", help="init, summary, TorchScript and fused vs eager on a tiny MLP")
     demo.set_defaults(handler=run_demo)
 
     summary = subparsers.add_parser("summary", help="torchinfo-style summary of MODULE:FACTORY")
-    summary.add_argument("target", metavar="MODULE:FACTORY", help="e.g. mypkg.models:build_model (called with no arguments)")
+    summary.add_argument("target", metavar="MODULE:FACTORY", help="e.g. mypkg.models:build (called without arguments)")
     summary.add_argument("--input-size", type=int, nargs="+", metavar="N", help="input shape, e.g. --input-size 2 4")
     summary.add_argument("--dtype", default=None, help="input dtype, e.g. float32 or int64 (token ids)")
     summary.add_argument("--depth", type=int, default=3)
@@ -32,7 +32,7 @@ def add_subcommands(subparsers) -> None:
     diagnose.add_argument("--depth", type=int, default=30)
     diagnose.add_argument("--width", type=int, default=128)
     diagnose.add_argument("--activation", choices=["tanh", "relu"], default="tanh")
-    diagnose.add_argument("--init", choices=_diagnose.DEPTH_INITS, action="append", help="repeat to compare; default: all")
+    diagnose.add_argument("--init", choices=_diagnose.DEPTH_INITS, action="append", help="repeat to compare several")
     diagnose.add_argument("--batch", type=int, default=256)
     diagnose.add_argument("--plot", metavar="PNG", help="also save a plot (needs matplotlib)")
     diagnose.set_defaults(handler=run_diagnose)

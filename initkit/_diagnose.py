@@ -59,7 +59,7 @@ class Diagnosis:
     def verdict(self) -> str:
         problems = []
         if self.symmetric:
-            problems.append("all units identical in every layer (symmetry not broken: units cannot learn different features)")
+            problems.append("all units identical in every layer (symmetry not broken: units cannot differ)")
         if self.vanishing:
             problems.append("vanishing signal")
         if self.exploding:
@@ -161,13 +161,13 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
     for index, (name, module, out) in enumerate(records):
         values = out.float()
         std = float(values.std()) if values.numel() > 1 else 0.0
-        stats = LayerStats(name, type(module).__name__, float(values.mean()), std, grads.get(index), _units_identical(out))
-        for flag in (
-            _ratio_flag(std, input_std, "activation"),
-            None if stats.grad_std is None or not output_grad_std else _ratio_flag(stats.grad_std, output_grad_std, "gradient"),
-        ):
-            if flag:
-                stats.flags.append(flag)
+        stats = LayerStats(
+            name, type(module).__name__, float(values.mean()), std, grads.get(index), _units_identical(out)
+        )
+        flags = [_ratio_flag(std, input_std, "activation")]
+        if stats.grad_std is not None and output_grad_std:
+            flags.append(_ratio_flag(stats.grad_std, output_grad_std, "gradient"))
+        stats.flags.extend(flag for flag in flags if flag)
         if stats.identical_units:
             stats.flags.append("all units identical")
         layers.append(stats)
@@ -320,7 +320,8 @@ def lsuv_(model: nn.Module, batch, tol: float = 0.1, max_iter: int = 10, generat
                     if abs(variance - 1.0) < tol:
                         break
                     if variance == 0 or not math.isfinite(variance):
-                        raise ValueError(f"lsuv_: output variance of {type(layer).__name__} is {variance}; cannot rescale")
+                        name = type(layer).__name__
+                        raise ValueError(f"lsuv_: output variance of {name} is {variance}; cannot rescale")
                     layer.weight.div_(math.sqrt(variance))
         finally:
             hook.remove()

@@ -165,7 +165,7 @@ def _activation_of_module(module: nn.Module) -> tuple[str, float] | None:
             if isinstance(module, nn.LeakyReLU):
                 return name, float(module.negative_slope)
             if isinstance(module, nn.PReLU):
-                return name, float(module.weight.detach().flatten()[0]) if module.weight.device.type != "meta" else 0.25
+                return name, float(module.init)  # the slope it starts from (initialize sets it back)
             return name, 0.0
     return None
 
@@ -312,6 +312,8 @@ def _default_choice(local, module, param, followers, module_name, policy) -> tup
     kind = type(module).__name__
     if isinstance(module, NORM_LAYERS):
         return ("zeros", {}, f"{kind} bias") if _is_bias(local) else ("ones", {}, f"{kind} weight")
+    if isinstance(module, nn.PReLU):
+        return "constant", {"val": module.init}, "PReLU slope, as torch"
     if _is_bias(local) or param.dim() < 2:
         return "zeros", {}, f"{kind} {'bias' if _is_bias(local) else '1-D parameter'}"
     if isinstance(module, EMBEDDINGS):
@@ -357,12 +359,14 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
             plan.append(PlanRow(full_name, tuple(param.shape), "torch_default", reason))
             continue
         if choice is None:
-            choice = _default_choice(local, module, param, followers, module_name, "auto" if base == "torch_default" else base)
+            fallback = "auto" if base == "torch_default" else base
+            choice = _default_choice(local, module, param, followers, module_name, fallback)
         scheme, args, reason = choice
         try:
             spec = _schemes.fill_spec(scheme, param, **args)
         except ValueError as error:
-            raise ValueError(f"cannot apply {scheme!r} to parameter {full_name!r} of shape {list(param.shape)}: {error}") from None
+            shape = list(param.shape)
+            raise ValueError(f"cannot apply {scheme!r} to parameter {full_name!r} of shape {shape}: {error}") from None
         if isinstance(module, nn.Embedding) and module.padding_idx is not None and param is module.weight:
             reason += f"; row {module.padding_idx} (padding_idx) zeroed"
         plan.append(
@@ -399,13 +403,13 @@ def _check_module(model) -> None:
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
 
 
-def _apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | None) -> None:
+def _apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, description: str) -> None:
     params = dict(model.named_parameters())
     random_rows = [row for row in plan if row.kind in _schemes.RANDOM_KINDS]
     tensors = [params[row.name] for row in random_rows]
     fills = [(row.kind, row.params) for row in random_rows]
     total = sum(t.numel() for t in params.values())
-    with torch.no_grad(), _progress(total) as bar:
+    with torch.no_grad(), _Progress(total, description) as bar:
         _fill_random(tensors, fills, generator, bar)
         for row in plan:
             tensor = params[row.name]
@@ -493,10 +497,6 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _progress(total: int, description: str = "initkit: initializing") -> _Progress:
-    return _Progress(total, description)
-
-
 def initialize(model: nn.Module, policy="auto", generator: torch.Generator | None = None) -> InitPlan:
     """Initialize every parameter of `model` in one multi-tensor pass; return the plan.
 
@@ -512,7 +512,7 @@ def initialize(model: nn.Module, policy="auto", generator: torch.Generator | Non
     """
     _check_module(model)
     plan = init_plan(model, policy)
-    _apply_plan(model, plan, generator)
+    _apply_plan(model, plan, generator, "initkit: initializing")
     return plan
 
 
@@ -586,7 +586,7 @@ def materialize(
     plan = init_plan(model, policy)  # decide first: policy errors leave the model untouched
     meta_buffers = _allocate(model, device)
     _fill_buffers(model, meta_buffers)
-    _apply_plan(model, plan, generator)
+    _apply_plan(model, plan, generator, "initkit: materializing")
     return plan
 
 

@@ -115,7 +115,7 @@ def _make_inputs(model, input_size, input_data, dtypes, device):
     sizes = [input_size] if all(isinstance(s, int) for s in input_size) else list(input_size)
     for size in sizes:
         if not (isinstance(size, (tuple, list, torch.Size)) and all(isinstance(s, int) and s >= 0 for s in size)):
-            raise ValueError(f"summary: input_size must be a shape or a list of shapes of non-negative ints, got {input_size!r}")
+            raise ValueError(f"summary: input_size must be a shape or a list of shapes, got {input_size!r}")
     model_device, model_dtype = _model_device_dtype(model)
     device = torch.device(device) if device is not None else model_device
     dtypes = list(dtypes) if dtypes is not None else [model_dtype] * len(sizes)

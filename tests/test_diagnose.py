@@ -73,7 +73,8 @@ def test_lsuv_gives_unit_output_variance(backend):
     batch = torch.randn(256, 32)
     initkit.lsuv_(model, batch, tol=0.05)
     variances = []
-    hooks = [m.register_forward_hook(lambda m, a, o: variances.append(float(o.var()))) for m in model if isinstance(m, nn.Linear)]
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    hooks = [m.register_forward_hook(lambda m, a, o: variances.append(float(o.var()))) for m in linears]
     with torch.no_grad():
         model(batch)
     for hook in hooks:

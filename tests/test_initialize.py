@@ -125,7 +125,9 @@ def _independent_std_and_bound(policy, w):
     raise AssertionError(policy)
 
 
-@pytest.mark.parametrize("policy", ["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "lecun_normal"])
+@pytest.mark.parametrize(
+    "policy", ["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "lecun_normal"]
+)
 def test_named_policy_values_follow_torch_formulas(backend, policy):
     model = nn.Sequential(nn.Conv2d(3, 16, (3, 5)), nn.ReLU(), nn.Flatten(), nn.Linear(16, 7))
     plan = initkit.initialize(model, policy)
@@ -224,8 +226,10 @@ def test_same_generator_seed_same_values_and_new_seed_new_values(backend):
 
 def test_initialized_weights_follow_their_distribution(backend):
     """KS test of each big weight against the exact law its row names (fixed seed: deterministic)."""
-    model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512), nn.Tanh(), nn.Linear(512, 256), nn.SELU(),
-                          nn.Linear(256, 10))  # fmt: skip
+    model = nn.Sequential(
+        nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512), nn.Tanh(),
+        nn.Linear(512, 256), nn.SELU(), nn.Linear(256, 10),
+    )  # fmt: skip
     plan = initkit.initialize(model, generator=torch.Generator().manual_seed(11))
     params = dict(model.named_parameters())
     for name in ("0.weight", "2.weight", "4.weight"):
@@ -281,3 +285,12 @@ def test_bad_input_raises_clear_errors():
         initkit.initialize(model, {"weight": ("normal", {"sigma": 1.0})})
     with pytest.raises(ValueError, match="cannot apply 'xavier_uniform' to parameter 'bias'"):
         initkit.initialize(model, {"bias": "xavier_uniform"})
+
+
+def test_prelu_slope_sets_the_gain_and_is_reset(backend):
+    model = nn.Sequential(nn.Linear(8, 8), nn.PReLU(init=0.3), nn.Linear(8, 2))
+    model[1].weight.data.fill_(7)
+    plan = initkit.initialize(model)
+    assert plan.row("0.weight").args == {"a": 0.3, "nonlinearity": "leaky_relu"}
+    assert plan.row("1.weight").scheme == "constant"
+    torch.testing.assert_close(model[1].weight.detach(), torch.full((1,), 0.3))
