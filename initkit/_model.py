@@ -352,6 +352,9 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
             raise ValueError(f"parameter {full_name!r} is lazy (uninitialized): run a forward pass first")
         module_name = module_names[id(module)]
         choice = _override(overrides, full_name, local, module)
+        if param.numel() == 0:  # as torch.nn.init: nothing to fill (and no fan to divide by)
+            plan.append(PlanRow(full_name, tuple(param.shape), "empty", "zero elements: nothing to fill"))
+            continue
         if choice is None and base == "torch_default" and _reset_method(module) is not None:
             first = id(module) not in reset_modules
             reset_modules.add(id(module))

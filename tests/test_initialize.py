@@ -294,3 +294,11 @@ def test_prelu_slope_sets_the_gain_and_is_reset(backend):
     assert plan.row("0.weight").args == {"a": 0.3, "nonlinearity": "leaky_relu"}
     assert plan.row("1.weight").scheme == "constant"
     torch.testing.assert_close(model[1].weight.detach(), torch.full((1,), 0.3))
+
+
+def test_zero_element_parameters_are_skipped(backend):
+    with pytest.warns(UserWarning, match="zero-element"):  # torch's own init, in the constructor
+        model = nn.Sequential(nn.Linear(0, 4), nn.ReLU(), nn.Linear(4, 2))
+    plan = initkit.initialize(model)
+    assert plan.row("0.weight").scheme == "empty" and plan.row("0.weight").stream is None
+    assert plan.row("2.weight").scheme == "xavier_uniform"
