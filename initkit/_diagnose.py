@@ -112,8 +112,7 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
     loss_fn(output), by default sum(output * r) with a fixed standard-normal r, so the output
     gradient has std 1. Parameter gradients are left in .grad as after any backward.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    _model._check_module(model)
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     if not all(isinstance(a, Tensor) for a in args):
         raise TypeError("diagnose: inputs must be a tensor or a tuple of tensors")
@@ -288,8 +287,7 @@ def lsuv_(model: nn.Module, batch, tol: float = 0.1, max_iter: int = 10, generat
     on `batch`, each weight is rescaled by 1 / std(output) until |var(output) - 1| < tol or
     max_iter passes were made.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    _model._check_module(model)
     if not (tol > 0 and isinstance(max_iter, int) and max_iter >= 1):
         raise ValueError(f"lsuv_: need tol > 0 and max_iter >= 1, got tol={tol!r}, max_iter={max_iter!r}")
     args = batch if isinstance(batch, tuple) else (batch,)

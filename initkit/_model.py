@@ -252,6 +252,11 @@ def _followers(model: nn.Module) -> dict[str, _Follower]:
 # ---- the policy ----------------------------------------------------------------------------
 
 
+def _check_module(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+
+
 def _auto_weight_scheme(follower: _Follower) -> tuple[str, dict, str]:
     activation, detail = follower.activation, follower.detail
     if activation in _RELU_LIKE:
@@ -336,13 +341,11 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
     override "auto". A type entry covers the module's own non-bias parameters; a glob matches full
     parameter names (fnmatch, e.g. "head.weight", "*.bias"); globs win over types; first match wins.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    _check_module(model)
     _check_policy(policy)
     overrides = policy if isinstance(policy, dict) else {}
     base = policy if isinstance(policy, str) else "auto"
-    needs_followers = base == "auto"
-    followers = _followers(model) if needs_followers else {}
+    followers = _followers(model) if base == "auto" else {}
     module_names = {id(m): name for name, m in model.named_modules()}
 
     plan = InitPlan()
@@ -401,11 +404,6 @@ def _reset_method(module: nn.Module):
 # ---- filling -------------------------------------------------------------------------------
 
 
-def _check_module(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-
-
 def _apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, description: str) -> None:
     params = dict(model.named_parameters())
     random_rows = [row for row in plan if row.kind in _schemes.RANDOM_KINDS]
@@ -423,14 +421,12 @@ def _apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | N
             else:
                 continue
             bar.update(tensor.numel())
-        done = set()
+        reset_owners = {row.name.rpartition(".")[0] for row in plan if row.scheme == "torch_default"}
         for name, module in model.named_modules():
-            if any(row.scheme == "torch_default" and row.name.rpartition(".")[0] == name for row in plan):
-                if id(module) not in done:
-                    done.add(id(module))
-                    _reset_method(module)()
-                    bar.update(sum(p.numel() for p in module.parameters(recurse=False)))
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None and id(module) not in done:
+            if name in reset_owners:
+                _reset_method(module)()  # zeroes an Embedding's padding row itself
+                bar.update(sum(p.numel() for p in module.parameters(recurse=False)))
+            elif isinstance(module, nn.Embedding) and module.padding_idx is not None:
                 module.weight[module.padding_idx].fill_(0)
 
 
@@ -439,7 +435,7 @@ def _fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
         init.multi_fill_(tensors, fills, generator)
         return
     # Same numbers in pieces, so the bar can move: one key, tensor i keeps stream i.
-    on_ext = tensors and all(init._runs_on_ext(t) for t in tensors) and len({t.device for t in tensors}) == 1
+    on_ext = all(init._runs_on_ext(t) for t in tensors) and len({t.device for t in tensors}) == 1
     seed = init.new_seed(generator) if on_ext else None
     start = 0
     while start < len(tensors):

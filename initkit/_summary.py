@@ -13,14 +13,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import _model
 
 
-def _check_module(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-
-
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameter counts; a parameter shared by several modules counts once."""
-    _check_module(model)
+    _model._check_module(model)
     params = list(model.parameters())  # parameters() already yields each tensor once
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
@@ -146,7 +141,7 @@ def summary(
     no forward runs (no output shapes or mult-adds). Models on the meta device work.
     The init column compares each weight's std with the std `policy` (default "auto") expects.
     """
-    _check_module(model)
+    _model._check_module(model)
     if not isinstance(depth, int) or depth < 0:
         raise ValueError(f"summary: depth must be a non-negative int, got {depth!r}")
     inputs = _make_inputs(model, input_size, input_data, dtypes, device)
@@ -318,7 +313,7 @@ class ParamReport:
 
 def param_report(model: nn.Module) -> ParamReport:
     """List state_dict entries (shape, dtype, device) and named_parameters (requires_grad, mean, variance)."""
-    _check_module(model)
+    _model._check_module(model)
     state = [(name, list(t.shape), t.dtype, t.device) for name, t in model.state_dict().items()]
     params = []
     for name, p in model.named_parameters():
