@@ -138,7 +138,8 @@ def summary(
     input_size: a shape (e.g. (2, 4)) or a list of shapes; random inputs of `dtypes` (default: the
     model's float dtype) on `device` (default: the model's) are made. input_data: the inputs
     themselves (tensor, sequence of positional inputs, or dict of keyword inputs). With neither,
-    no forward runs (no output shapes or mult-adds). Models on the meta device work.
+    no forward runs (no output shapes or mult-adds). The forward runs in eval mode under no_grad
+    (the model's train/eval flags are restored). Models on the meta device work.
     The init column compares each weight's std with the std `policy` (default "auto") expects.
     """
     _model._check_module(model)
@@ -177,6 +178,8 @@ def summary(
             leaf = not list(module.children())
             handles.append(module.register_forward_pre_hook(pre_hook(name)))
             handles.append(module.register_forward_hook(post_hook(name, leaf)))
+        training = {module: module.training for _, module in named}
+        model.eval()  # a summary must not update BatchNorm statistics
         try:
             with torch.no_grad(), counter:
                 model(*args, **kwargs)
@@ -186,6 +189,8 @@ def summary(
         finally:
             for handle in handles:
                 handle.remove()
+            for module, mode in training.items():
+                module.training = mode
 
     plan_std = {row.name: row.std for row in _model.init_plan(model, policy)}
     layers = []

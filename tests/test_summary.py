@@ -58,6 +58,7 @@ def test_conv_and_nested_depth(backend):
     conv_mult_adds = 2 * 8 * 6 * 6 * (3 * 9)
     assert result.total_mult_adds == conv_mult_adds + 2 * 288 * 10
     assert result.buffer_bytes == (8 + 8) * 4 + 8  # running mean/var float32, num_batches_tracked int64
+    assert torch.equal(model.features[1].running_mean, torch.zeros(8)) and model.training  # state untouched
     text = str(result)
     assert "Conv2d" not in text  # depth=1 shows `features` as one row with its total
     assert f"{conv + bn:,}" in text
