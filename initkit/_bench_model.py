@@ -5,6 +5,7 @@ distributions, and materialize's peak memory. Used by benchmarks/bench_model_ini
 """
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -122,13 +123,15 @@ def torch_reinit(model: nn.Module, plan: _model.InitPlan) -> None:
             fills[row.kind](params[row.name], *row.params)
 
 
-def best_time(fn, repeats: int) -> float:
-    best = float("inf")
+def median_time(fn, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    fn()
+    samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
 
 
 _RSS_SCRIPT = """
@@ -158,13 +161,14 @@ def materialize_peak_rss(config: GPT2Config) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def model_init_rows(repeats: int = 3) -> list[dict]:
-    """Rows for `python -m initkit bench`: GPT-2 small, initkit vs torch.nn.init, side by side."""
+def model_init_rows(repeats: int = 5) -> list[dict]:
+    """Rows for `python -m initkit bench`: GPT-2 small, initkit vs torch.nn.init, side by side.
+    Each row: benchmark, initkit, torch, unit, ratio (torch / initkit for times)."""
     config = GPT2Config()
     model = gpt2_on_meta(config)
     plan = _model.materialize(model, "cpu")
-    initkit_s = best_time(lambda: _model.initialize(model), repeats)
-    torch_s = best_time(lambda: torch_reinit(model, plan), repeats)
+    initkit_s = median_time(lambda: _model.initialize(model), repeats)
+    torch_s = median_time(lambda: torch_reinit(model, plan), repeats)
     rss = materialize_peak_rss(config)
     params = sum(p.numel() for p in model.parameters())
     return [
@@ -183,3 +187,17 @@ def model_init_rows(repeats: int = 3) -> list[dict]:
             "ratio": rss["peak_increase"] / rss["param_bytes"],
         },
     ]
+
+
+def format_rows(rows: list[dict]) -> str:
+    """The model rows as text, one line each."""
+    lines = []
+    for r in rows:
+        if r["unit"] == "s":
+            lines.append(
+                f"{r['benchmark']}: initkit {r['initkit'] * 1e3:.1f} ms, torch.nn.init {r['torch'] * 1e3:.1f} ms, "
+                f"{r['ratio']:.1f}x faster"
+            )
+        else:
+            lines.append(f"{r['benchmark']}: {r['initkit']:.1f} / {r['torch']:.1f} {r['unit']} = {r['ratio']:.3f}")
+    return "\n".join(lines)

@@ -192,6 +192,18 @@ def depth_mlp(depth: int, width: int, activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _pyplot():
+    """matplotlib.pyplot with a file-only backend; matplotlib is optional, so imported here."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib, which is not installed: pip install matplotlib") from None
+    return plt
+
+
 @dataclass
 class DepthReport:
     """Activation / gradient std after each Linear+activation block, for each init."""
@@ -216,13 +228,7 @@ class DepthReport:
 
     def plot(self, path) -> None:
         """Save a PNG of activation and gradient std per layer (needs matplotlib)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError("plotting needs matplotlib, which is not installed: pip install matplotlib") from None
+        plt = _pyplot()
         figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
         layers = range(1, self.depth + 1)
         for name in self.act_std:
@@ -260,6 +266,8 @@ def diagnose_depth(
     for name in inits:
         if name not in DEPTH_INITS:
             raise ValueError(f"diagnose_depth: unknown init {name!r}; expected one of {list(DEPTH_INITS)}")
+    if plot is not None:
+        _pyplot()  # fail before the runs, not after
     generator = torch.Generator().manual_seed(seed)
     batch_data = torch.randn(batch, width, generator=generator)
     act_std, grad_std, diagnoses = {}, {}, {}
