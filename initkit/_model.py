@@ -338,8 +338,9 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
     policy: "auto" (activation-aware, see initialize), a scheme name applied to every weight with
     torch.nn.init's default arguments ("xavier_uniform", "kaiming_normal", ..., "torch_default"),
     or a dict {module type or parameter-name glob: scheme or (scheme, {args})} whose entries
-    override "auto". A type entry covers the module's own non-bias parameters; a glob matches full
-    parameter names (fnmatch, e.g. "head.weight", "*.bias"); globs win over types; first match wins.
+    override "auto". A type entry covers the module's own non-bias parameters (a tied parameter
+    belongs to its first module); a glob matches full parameter names, any of a tied parameter's
+    names (fnmatch, e.g. "head.weight", "*.bias"); globs win over types; first match wins.
     """
     _check_module(model)
     _check_policy(policy)
@@ -347,6 +348,9 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
     base = policy if isinstance(policy, str) else "auto"
     followers = _followers(model) if base == "auto" else {}
     module_names = {id(m): name for name, m in model.named_modules()}
+    aliases: dict[int, list[str]] = {}  # every name of each parameter (tied ones have several)
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
 
     plan = InitPlan()
     reset_modules = set()
@@ -354,7 +358,7 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
         if isinstance(param, nn.parameter.UninitializedParameter):
             raise ValueError(f"parameter {full_name!r} is lazy (uninitialized): run a forward pass first")
         module_name = module_names[id(module)]
-        choice = _override(overrides, full_name, local, module)
+        choice = _override(overrides, aliases[id(param)], local, module)
         if param.numel() == 0:  # as torch.nn.init: nothing to fill (and no fan to divide by)
             plan.append(PlanRow(full_name, tuple(param.shape), "empty", "zero elements: nothing to fill"))
             continue
@@ -387,9 +391,9 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
     return plan
 
 
-def _override(overrides: dict, full_name: str, local: str, module: nn.Module) -> tuple[str, dict, str] | None:
+def _override(overrides: dict, names: list[str], local: str, module: nn.Module) -> tuple[str, dict, str] | None:
     for key, value in overrides.items():
-        if isinstance(key, str) and fnmatch.fnmatchcase(full_name, key):
+        if isinstance(key, str) and any(fnmatch.fnmatchcase(name, key) for name in names):
             return (*_parse_scheme(value, repr(key)), f"policy entry {key!r}")
     for key, value in overrides.items():
         if isinstance(key, type) and isinstance(module, key) and not _is_bias(local):
