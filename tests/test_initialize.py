@@ -311,3 +311,11 @@ def test_glob_matches_any_name_of_a_tied_parameter(backend):
     assert [row.name for row in plan] == ["0.weight"]  # listed once, under its first name
     assert plan.row("0.weight").params == (0.0, 0.02)
     assert float(model[1].weight.detach().std()) == pytest.approx(0.02, rel=0.05)  # 4000 samples: ~1.1% error
+
+
+def test_conv_followed_by_batchnorm_then_relu_gets_kaiming(backend):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Dropout(), nn.Linear(8, 2))
+    plan = initkit.init_plan(model)
+    assert plan.row("0.weight").scheme == "kaiming_normal" and "ReLU" in plan.row("0.weight").reason
+    assert plan.row("0.weight").fan_in == 3 * 9
+    assert "output layer" in plan.row("5.weight").reason
