@@ -30,6 +30,11 @@ def torch_minor() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+SUPPORTED_TORCH = ((2, 11), (2, 14))
+if not SUPPORTED_TORCH[0] <= torch_minor() <= SUPPORTED_TORCH[1]:
+    raise SystemExit(f"initkit supports torch 2.11 to 2.14, found {torch.__version__}: install a supported torch first, then pip install .")
+
+
 def with_cuda() -> bool:
     # Decided from the build, never from torch.cuda.is_available(): a GPU-less build host can
     # still build the CUDA kernels.

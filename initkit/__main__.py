@@ -13,6 +13,9 @@ def _bench(args: argparse.Namespace) -> int:
     print("Medians of repeated runs, side by side; 'of zero_' = fraction of zero_'s throughput (the bandwidth floor).")
     rows = _bench.run(min_time=args.min_time)
     print(_bench.markdown_table(rows) if args.markdown else _bench.format_table(rows))
+    from ._bench_model import format_rows, model_init_rows
+
+    print(format_rows(model_init_rows()))
     return 0
 
 
@@ -23,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--min-time", type=float, default=0.3, help="seconds of timing per measurement")
     bench.add_argument("--markdown", action="store_true", help="print the README's table format")
     bench.set_defaults(handler=_bench)
+    from . import _cli_model
+
+    _cli_model.add_subcommands(commands)
     return parser
 
 

@@ -3,15 +3,13 @@ return values, autograd, warnings and exceptions."""
 
 import inspect
 import math
-import subprocess
-import sys
-import warnings
 
 import pytest
 import torch
 import torch.nn.init as nn_init
 
 import initkit
+from helpers import run_python
 
 TORCH_NAMES = [n for n in nn_init.__all__]
 
@@ -234,6 +232,6 @@ def test_works_after_torch_nn_init_is_monkeypatched_with_initkit():
         "    initkit.kaiming_uniform_(m.weight)\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -7,7 +7,6 @@ of about 2e-3, far coarser than float32's 2^-24 quantization, so continuous CDFs
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy import stats

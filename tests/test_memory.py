@@ -1,9 +1,7 @@
 """The fills are one in-place pass: no temporaries the size of the tensor."""
 
-import subprocess
-import sys
-
 import pytest
+from helpers import run_python
 
 PEAK_RSS_CODE = """
 import resource, torch, initkit
@@ -19,6 +17,6 @@ print(after - before)                # KiB
 
 @pytest.mark.parametrize("fn", ["trunc_normal_", "normal_", "kaiming_uniform_"])
 def test_fill_of_128_mib_adds_under_1_mib_of_peak_memory(ext, fn):
-    out = subprocess.run([sys.executable, "-c", PEAK_RSS_CODE.format(fn=fn)], capture_output=True, text=True, timeout=300)
+    out = run_python(PEAK_RSS_CODE.format(fn=fn))
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) < 1024

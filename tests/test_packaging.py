@@ -1,21 +1,10 @@
 """Extension loading, version checks, fallback and backend switching."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import initkit
-
-
-def run_python(code, **env):
-    full_env = {**os.environ, **env}
-    for key in ("INITKIT_BACKEND", "INITKIT_REQUIRE_EXT"):
-        if key not in env:
-            full_env.pop(key, None)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+from helpers import run_python
 
 
 def test_extension_loaded_and_records_its_torch(ext):
@@ -27,7 +16,7 @@ def test_extension_loaded_and_records_its_torch(ext):
 
 
 def test_backend_env_forces_torch():
-    out = run_python("import initkit; print(initkit.backend())", INITKIT_BACKEND="torch")
+    out = run_python("import initkit; print(initkit.backend())", {"INITKIT_BACKEND": "torch"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "torch"
 
@@ -36,7 +25,7 @@ def test_unknown_backend_name_is_an_error():
     with pytest.raises(ValueError, match="unknown initkit backend 'gpu'"):
         with initkit.use_backend("gpu"):
             pass
-    out = run_python("import initkit; initkit.backend()", INITKIT_BACKEND="gpu")
+    out = run_python("import initkit; initkit.backend()", {"INITKIT_BACKEND": "gpu"})
     assert out.returncode != 0 and "unknown initkit backend 'gpu'" in out.stderr
 
 
@@ -59,7 +48,7 @@ def test_version_mismatch_warns_once_and_falls_back_to_torch(ext):
 
 @pytest.mark.parametrize("env", [{"INITKIT_REQUIRE_EXT": "1"}, {"INITKIT_BACKEND": "ext"}])
 def test_required_extension_turns_mismatch_into_an_error(ext, env):
-    out = run_python(MISMATCH + "import initkit", **env)
+    out = run_python(MISMATCH + "import initkit", env)
     assert out.returncode != 0
     assert "ImportError" in out.stderr and "2.99.0+cpu" in out.stderr
 

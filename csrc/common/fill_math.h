@@ -100,7 +100,10 @@ INITKIT_HOST_DEVICE void sincos_two_pi(float t, float& s, float& c) {
 // of p and 1-p, each computed without cancellation). Acklam's rational approximation
 // (relative error < 1.2e-9, far below float's epsilon), covering the deep tail exactly.
 INITKIT_HOST_DEVICE float ndtri_lower(float p) {
-  // Central region, |p - 0.5| <= 0.47575.
+  // Both branches are evaluated (branch-free for SIMD); the rational of the selected branch is
+  // divided once.
+  const bool tail = p < 0.02425f;
+  // Central region, |p - 0.5| <= 0.47575: x = q * a(r) / b(r) with r = q^2.
   const float q = p - 0.5f;
   const float r = q * q;
   float na = -3.969683028665376e+01f;
@@ -115,8 +118,7 @@ INITKIT_HOST_DEVICE float ndtri_lower(float p) {
   db = db * r + 6.680131188771972e+01f;
   db = db * r - 1.328068155288572e+01f;
   db = db * r + 1.0f;
-  const float central = na * q / db;
-  // Lower tail, p < 0.02425.
+  // Lower tail, p < 0.02425: x = c(t) / d(t) with t = sqrt(-2 log p).
   const float t = sqrtf(-2.0f * log_positive(p));
   float nc = -7.784894002430293e-03f;
   nc = nc * t - 3.223964580411365e-01f;
@@ -129,8 +131,7 @@ INITKIT_HOST_DEVICE float ndtri_lower(float p) {
   dd = dd * t + 2.445134137142996e+00f;
   dd = dd * t + 3.754408661907416e+00f;
   dd = dd * t + 1.0f;
-  const float tail = nc / dd;
-  return p < 0.02425f ? tail : central;
+  return (tail ? nc : na * q) / (tail ? dd : db);
 }
 
 // ---- double math -------------------------------------------------------------------------

@@ -8,7 +8,6 @@ setup.py compiles against exactly the torch that will import initkit. The cost: 
 hermetic (it sees the target environment's packages after its own).
 """
 
-import os
 import sys
 import sysconfig
 

@@ -1,0 +1,18 @@
+"""Test helpers shared by several test files."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def run_python(code: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter, from an empty directory so that the installed initkit
+    (with its compiled _C) is imported rather than the source tree. `env` entries are added to
+    the environment; INITKIT_* variables not in `env` are removed so each run starts clean."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("INITKIT_")}
+    full_env.update(env or {})
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+        )

@@ -1,0 +1,99 @@
+"""initkit.diagnose / diagnose_depth / lsuv_: the classic signal-propagation results."""
+
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+import initkit
+from initkit._diagnose import depth_mlp
+
+# Width 64 keeps these fast; the effects are the same at any width.
+SMALL = {"width": 64, "batch": 128}
+
+
+def test_deep_tanh_net_normal_vanishes_and_xavier_is_healthy(backend):
+    report = initkit.diagnose_depth(depth=50, activation="tanh", init=["normal", "xavier_normal"], **SMALL)
+    normal, xavier = report.diagnoses["normal"], report.diagnoses["xavier_normal"]
+    assert normal.vanishing and not normal.healthy
+    assert xavier.healthy, str(xavier)
+    # N(0, 0.05^2) with 64 inputs shrinks the signal by ~0.4 per layer; Xavier keeps it within 10x
+    assert report.act_std["normal"][-1] < 1e-10
+    assert report.act_std["xavier_normal"][-1] > 0.05
+    text = str(report)
+    assert "normal: vanishing" in text and "xavier_normal: healthy" in text
+    assert len(text.splitlines()) >= 50
+
+
+def test_zero_init_reports_the_symmetry_problem(backend):
+    report = initkit.diagnose_depth(depth=20, activation="tanh", init="zeros", **SMALL)
+    diagnosis = report.diagnoses["zeros"]
+    assert diagnosis.symmetric and diagnosis.vanishing
+    assert "all units identical" in str(report)
+
+
+def test_deep_relu_net_kaiming_is_healthy_and_large_normal_explodes(backend):
+    report = initkit.diagnose_depth(depth=30, activation="relu", init="kaiming_normal", **SMALL)
+    assert report.diagnoses["kaiming_normal"].healthy
+    report = initkit.diagnose_depth(depth=30, activation="relu", init="normal", normal_std=1.0, **SMALL)
+    assert report.diagnoses["normal"].exploding
+
+
+def test_diagnose_records_every_leaf_and_gradients(backend):
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    initkit.initialize(model, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(64, 8)
+    diagnosis = initkit.diagnose(model, x)
+    assert [layer.name for layer in diagnosis.layers] == ["0", "1", "2"]
+    hidden = model[0](x).detach()
+    assert diagnosis.layers[0].act_std == pytest.approx(float(hidden.std()), rel=1e-5)
+    assert diagnosis.layers[0].act_mean == pytest.approx(float(hidden.mean()), rel=1e-4, abs=1e-6)
+    assert all(layer.grad_std > 0 for layer in diagnosis.layers)
+    assert diagnosis.output_grad_std == pytest.approx(1.0, rel=0.2)  # the N(0, 1) projection
+    assert model[0].weight.grad is not None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None, reason="matplotlib installed")
+def test_plot_without_matplotlib_says_so(tmp_path):
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        initkit.diagnose_depth(depth=3, init="xavier_normal", plot=tmp_path / "out.png", **SMALL)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib not installed")
+def test_plot_writes_a_png(tmp_path):
+    path = tmp_path / "out.png"
+    initkit.diagnose_depth(depth=3, init="xavier_normal", plot=path, **SMALL)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lsuv_gives_unit_output_variance(backend):
+    torch.manual_seed(0)
+    model = depth_mlp(8, 32, "relu")
+    batch = torch.randn(256, 32)
+    initkit.lsuv_(model, batch, tol=0.05)
+    variances = []
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    hooks = [m.register_forward_hook(lambda m, a, o: variances.append(float(o.var()))) for m in linears]
+    with torch.no_grad():
+        model(batch)
+    for hook in hooks:
+        hook.remove()
+    assert len(variances) == 8 and all(abs(v - 1) < 0.05 for v in variances), variances
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match="expected an nn.Module"):
+        initkit.diagnose(lambda x: x, torch.zeros(2))
+    with pytest.raises(TypeError, match="inputs must be"):
+        initkit.diagnose(nn.Linear(2, 2), [1.0, 2.0])
+    with pytest.raises(ValueError, match="activation must be one of"):
+        initkit.diagnose_depth(activation="sigmoid")
+    with pytest.raises(ValueError, match="unknown init 'he'"):
+        initkit.diagnose_depth(init="he")
+    with pytest.raises(ValueError, match="depth"):
+        initkit.diagnose_depth(depth=0)
+    with pytest.raises(ValueError, match="max_iter"):
+        initkit.lsuv_(nn.Linear(2, 2), torch.zeros(2, 2), max_iter=0)
+    with pytest.raises(RuntimeError):
+        initkit.lsuv_(nn.Linear(2, 2), torch.zeros(2, 3))  # the batch does not fit the model
