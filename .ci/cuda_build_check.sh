@@ -36,4 +36,5 @@ for op in ("uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill"):
 print(f"initkit CUDA build OK: torch {torch.__version__}, archs {_build_info.cuda_arch_list}")
 PY
 )
-"$venv/bin/pytest" -q --benchmark-disable -m "not cuda"
+# From tests/ for the same reason: some tests start `python -c` subprocesses in the cwd.
+(cd tests && "$venv/bin/pytest" -q --benchmark-disable -m "not cuda" ../tests ../benchmarks)

@@ -69,8 +69,9 @@ int64_t item_elems(DType dtype) {
   }
 }
 
-// The kElems values of one item, for logical elements [first, first + kElems); `first` is a
-// multiple of 4 (float) or 2 (double), so the item starts a Philox block (counter first / E).
+// The values of one item, for logical elements [first, first + kElems). `first` is a multiple
+// of the item size, so the item starts on a Philox block: counter first / 4 (32-bit types) or
+// first / 2 (double), as in common/fill_sampler.h.
 template <int kElems>
 __device__ __forceinline__ void sample_item_f32(const FillDesc& d, uint64_t first, float (&v)[kElems]) {
   const Sampler<float>& s = d.f32;
