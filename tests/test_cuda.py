@@ -200,7 +200,7 @@ def test_errors():
         torch.ops.initkit.uniform_fill(torch.empty(3, dtype=torch.int32, device="cuda"), 0.0, 1.0, seed())
     with pytest.raises(RuntimeError, match="unsupported operation|more than one element"):
         torch.ops.initkit.normal_fill(torch.empty(1, device="cuda").expand(5), 0.0, 1.0, seed())
-    with pytest.raises(RuntimeError, match="low=2.0 > high=1.0"):
+    with pytest.raises(RuntimeError, match="low=2 > high=1"):
         torch.ops.initkit.uniform_fill(t, 2.0, 1.0, seed())
     with pytest.raises(ValueError, match="offset must be >= 0"):
         torch.ops.initkit.uniform_fill(t, 0.0, 1.0, seed(), 0, -1)
