@@ -106,11 +106,12 @@ def run_demo(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     print("== 1. A 4 -> 5 -> 3 -> 2 MLP, Kaiming init in one pass ==")
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
-    plan = _model.initialize(model, "kaiming_normal")
+    policy = "kaiming_normal"
+    plan = _model.initialize(model, policy)
     print(plan)
 
     print("\n== 2. Summary ==")
-    print(_summary.summary(model, input_size=(2, 4)))
+    print(_summary.summary(model, input_size=(2, 4), policy=policy))
 
     print("\n== 3. state_dict and named_parameters ==")
     print(_summary.param_report(model))

@@ -447,12 +447,8 @@ def _fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
         while stop < len(tensors) and (stop == start or elements < _PROGRESS_CHUNK_ELEMENTS):
             elements += tensors[stop].numel()
             stop += 1
-        if on_ext:
-            kinds = [init.FILL_KINDS[kind] for kind, _ in fills[start:stop]]
-            flat = [float(p) for _, params in fills[start:stop] for p in (*params, 0.0, 0.0)[:4]]
-            torch.ops.initkit.multi_fill(tensors[start:stop], kinds, flat, seed, list(range(start, stop)))
-        else:  # the torch path fills one tensor after another from `generator`: chunking changes nothing
-            init.multi_fill_(tensors[start:stop], fills[start:stop], generator)
+        # (the torch path fills one tensor after another from `generator`: chunking changes nothing)
+        init.multi_fill_(tensors[start:stop], fills[start:stop], generator, seed=seed, first_stream=start)
         bar.update(elements)
         start = stop
 

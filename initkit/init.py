@@ -280,6 +280,9 @@ def multi_fill_(
     tensors: list[Tensor],
     fills: list[tuple[str, tuple[float, ...]]],
     generator: torch.Generator | None = None,
+    *,
+    seed: Tensor | None = None,
+    first_stream: int = 0,
 ) -> list[Tensor]:
     """Fill many tensors in one pass: fills[i] = (kind, params) for tensors[i], with kind
     "uniform" (low, high), "normal" (mean, std) or "trunc_normal" (mean, std, a, b).
@@ -287,6 +290,9 @@ def multi_fill_(
     On the extension this is one parallel region over all tensors (one op call); tensor i gets
     exactly what `torch.ops.initkit.<kind>_fill(tensors[i], *params, seed, stream=i)` gives for
     the one key drawn from `generator`. The torch backend fills them one by one.
+
+    To fill one logical list in pieces (e.g. to report progress), pass every piece the same key
+    (`seed=new_seed(generator)`) and `first_stream=` the index of its first tensor in the list.
     """
     if len(tensors) != len(fills):
         raise ValueError(f"multi_fill_: got {len(tensors)} tensors but {len(fills)} fills")
@@ -303,7 +309,9 @@ def multi_fill_(
     on_ext = [_runs_on_ext(t) for t in tensors]
     if tensors and all(on_ext) and len({t.device for t in tensors}) == 1:
         with torch.no_grad():
-            torch.ops.initkit.multi_fill(tensors, kinds, flat, new_seed(generator), list(range(len(tensors))))
+            key = new_seed(generator) if seed is None else seed
+            streams = list(range(first_stream, first_stream + len(tensors)))
+            torch.ops.initkit.multi_fill(tensors, kinds, flat, key, streams)
         return tensors
     primitives = {"uniform": _uniform, "normal": _normal, "trunc_normal": _trunc_normal}
     for tensor, (kind, params) in zip(tensors, fills):
