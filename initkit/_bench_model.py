@@ -7,6 +7,7 @@ distributions, and materialize's peak memory. Used by benchmarks/bench_model_ini
 import json
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import dataclass
@@ -157,7 +158,12 @@ def materialize_peak_rss(config: GPT2Config) -> dict:
     """Materialize a meta GPT-2 in a fresh process; peak RSS increase and parameter bytes.
     The increase is measured from the current RSS before materialize: an upper bound."""
     args = json.dumps(config.__dict__)
-    result = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, args], capture_output=True, text=True, check=True)
+    # From an empty directory: `python -c` puts the working directory first on sys.path, and a
+    # source checkout there would shadow the installed initkit.
+    with tempfile.TemporaryDirectory() as cwd:
+        result = subprocess.run(
+            [sys.executable, "-c", _RSS_SCRIPT, args], capture_output=True, text=True, check=True, cwd=cwd
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -81,7 +81,6 @@ def test_demo_subcommand(capsys):
     assert "fused modules unavailable" in out or "speedup" in out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("initkit.__main__") is None, reason="initkit/__main__.py not merged yet")
 def test_python_dash_m_initkit_summary(factory_dir):
     result = subprocess.run(
         [sys.executable, "-m", "initkit", "summary", "cli_models:build", "--input-size", "2", "4"],

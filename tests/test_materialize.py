@@ -1,8 +1,6 @@
 """initkit.materialize: meta-built models get storage and one init pass, never PyTorch's default init."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -10,6 +8,7 @@ import torch
 from torch import nn
 
 import initkit
+from helpers import run_python
 from initkit._bench_model import GPT2Config, GPT2LMHeadModel, gpt2_on_meta
 
 TINY = GPT2Config(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=4)
@@ -108,7 +107,8 @@ _PEAK_RSS = textwrap.dedent(
 
 def test_materialize_peak_memory_is_about_the_model_size():
     """Peak RSS above the pre-materialize RSS (an upper bound of the increase) within 1.1x the parameters."""
-    result = subprocess.run([sys.executable, "-c", _PEAK_RSS], capture_output=True, text=True, check=True)
+    result = run_python(_PEAK_RSS)
+    assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     ratio = measured["increase"] / measured["param_bytes"]
     assert 0.9 < ratio <= 1.1, measured  # below 0.9 would mean the fill did not touch the storage
