@@ -28,37 +28,15 @@ def _multi_fill_fake(tensors, kinds, params, seed, streams):
     return None
 
 
-# ---- fused dense layers: output shapes, and the checks the kernels make (a fake tensor must
+# ---- fused dense layers: output shapes, after the checks the kernels make (a fake tensor must
 # reject what the real kernel rejects, e.g. a meta input with a cpu weight) ----------------------
 
-
-def _check_layer(op, input, weight, bias, in_features, layer=None):
-    where = "" if layer is None else f" for layer {layer}"
-    torch._check(weight.dim() == 2, lambda: f"{op}: expected a 2-D weight [out_features, in_features]{where}, got shape {tuple(weight.shape)}")
-    torch._check(
-        weight.shape[1] == in_features,
-        lambda: f"{op}: weight shape {tuple(weight.shape)}{where} expects {weight.shape[1]} input features, but the input has {in_features}",
-    )
-    torch._check(weight.dtype == input.dtype, lambda: f"{op}: expected input and weight to have the same dtype, got {input.dtype} and {weight.dtype}")
-    torch._check(weight.device == input.device, lambda: f"{op}: expected input and weight on the same device, got {input.device} and {weight.device}")
-    if bias is not None:
-        torch._check(bias.dim() == 1 and bias.shape[0] == weight.shape[0], lambda: f"{op}: expected a 1-D bias of size {weight.shape[0]}, got shape {tuple(bias.shape)}")
-        torch._check(bias.dtype == input.dtype, lambda: f"{op}: expected bias dtype {input.dtype}, got {bias.dtype}")
-        torch._check(bias.device == input.device, lambda: f"{op}: expected bias on {input.device}, got {bias.device}")
-
-
-def _check_input(op, input):
-    torch._check(input.dim() >= 1, lambda: f"{op}: expected an input of shape [..., in_features], got a 0-D tensor")
-    torch._check(
-        input.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-        lambda: f"{op}: expected float32, float64, float16 or bfloat16 tensors, got input dtype {input.dtype}",
-    )
+from ._linear_checks import check_linear, check_mlp  # noqa: E402
 
 
 @torch.library.register_fake("initkit::linear_relu")
 def _linear_relu_fake(input, weight, bias=None):
-    _check_input("initkit::linear_relu", input)
-    _check_layer("initkit::linear_relu", input, weight, bias, input.shape[-1])
+    check_linear("initkit::linear_relu", input, weight, bias)
     return input.new_empty((*input.shape[:-1], weight.shape[0]))
 
 
@@ -71,21 +49,10 @@ def _linear_relu_backward_fake(grad_out, out, input, weight, output_mask):
 
 
 def _mlp_output(op, input, weights, biases, keep_hidden):
-    _check_input(op, input)
-    torch._check(len(weights) >= 1, lambda: f"{op}: expected at least one layer, got an empty weight list")
-    torch._check(
-        len(biases) == len(weights),
-        lambda: f"{op}: expected one bias entry (a tensor or None) per weight, got {len(biases)} biases for {len(weights)} weights",
-    )
+    check_mlp(op, input, weights, biases)
     rows = _leading_numel(input)
-    features = input.shape[-1]
-    hidden = []
-    for i, (weight, bias) in enumerate(zip(weights, biases)):
-        _check_layer(op, input, weight, bias, features, layer=i)
-        features = weight.shape[0]
-        if keep_hidden and i + 1 < len(weights):
-            hidden.append(input.new_empty((rows, features)))
-    return input.new_empty((*input.shape[:-1], features)), hidden
+    hidden = [input.new_empty((rows, w.shape[0])) for w in weights[:-1]] if keep_hidden else []
+    return input.new_empty((*input.shape[:-1], weights[-1].shape[0])), hidden
 
 
 def _leading_numel(input):
