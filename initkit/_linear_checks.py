@@ -5,24 +5,30 @@ same inputs with a RuntimeError naming the op (F.linear raises RuntimeError for 
 import torch
 
 
+def _require(condition, message) -> None:
+    # Not torch._check: under torch.compile its message closure may not reference tensors.
+    if not condition:
+        raise RuntimeError(message())
+
+
 def check_layer(op, input, weight, bias, in_features, layer=None):
     where = "" if layer is None else f" for layer {layer}"
-    torch._check(weight.dim() == 2, lambda: f"{op}: expected a 2-D weight [out_features, in_features]{where}, got shape {tuple(weight.shape)}")
-    torch._check(
+    _require(weight.dim() == 2, lambda: f"{op}: expected a 2-D weight [out_features, in_features]{where}, got shape {tuple(weight.shape)}")
+    _require(
         weight.shape[1] == in_features,
         lambda: f"{op}: weight shape {tuple(weight.shape)}{where} expects {weight.shape[1]} input features, but the input has {in_features}",
     )
-    torch._check(weight.dtype == input.dtype, lambda: f"{op}: expected input and weight to have the same dtype, got {input.dtype} and {weight.dtype}")
-    torch._check(weight.device == input.device, lambda: f"{op}: expected input and weight on the same device, got {input.device} and {weight.device}")
+    _require(weight.dtype == input.dtype, lambda: f"{op}: expected input and weight to have the same dtype, got {input.dtype} and {weight.dtype}")
+    _require(weight.device == input.device, lambda: f"{op}: expected input and weight on the same device, got {input.device} and {weight.device}")
     if bias is not None:
-        torch._check(bias.dim() == 1 and bias.shape[0] == weight.shape[0], lambda: f"{op}: expected a 1-D bias of size {weight.shape[0]}, got shape {tuple(bias.shape)}")
-        torch._check(bias.dtype == input.dtype, lambda: f"{op}: expected bias dtype {input.dtype}, got {bias.dtype}")
-        torch._check(bias.device == input.device, lambda: f"{op}: expected bias on {input.device}, got {bias.device}")
+        _require(bias.dim() == 1 and bias.shape[0] == weight.shape[0], lambda: f"{op}: expected a 1-D bias of size {weight.shape[0]}, got shape {tuple(bias.shape)}")
+        _require(bias.dtype == input.dtype, lambda: f"{op}: expected bias dtype {input.dtype}, got {bias.dtype}")
+        _require(bias.device == input.device, lambda: f"{op}: expected bias on {input.device}, got {bias.device}")
 
 
 def check_input(op, input):
-    torch._check(input.dim() >= 1, lambda: f"{op}: expected an input of shape [..., in_features], got a 0-D tensor")
-    torch._check(
+    _require(input.dim() >= 1, lambda: f"{op}: expected an input of shape [..., in_features], got a 0-D tensor")
+    _require(
         input.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
         lambda: f"{op}: expected float32, float64, float16 or bfloat16 tensors, got input dtype {input.dtype}",
     )
@@ -35,8 +41,8 @@ def check_linear(op, input, weight, bias):
 
 def check_mlp(op, input, weights, biases):
     check_input(op, input)
-    torch._check(len(weights) >= 1, lambda: f"{op}: expected at least one layer, got an empty weight list")
-    torch._check(
+    _require(len(weights) >= 1, lambda: f"{op}: expected at least one layer, got an empty weight list")
+    _require(
         len(biases) == len(weights),
         lambda: f"{op}: expected one bias entry (a tensor or None) per weight, got {len(biases)} biases for {len(weights)} weights",
     )

@@ -53,12 +53,23 @@ def mlp(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) ->
     if not torch.jit.is_scripting():
         if not _runs_on_ext(input):
             check_mlp("mlp", input, weights, biases)
-            for i, (weight, bias) in enumerate(zip(weights, biases)):
-                input = F.linear(input, weight, bias)
-                if i + 1 < len(weights):
-                    input = F.relu(input)
-            return input
+            return _mlp_by_layers(input, weights, biases, fused=False)
+        if torch.jit.is_tracing():
+            # The TorchScript tracer cannot record a Tensor?[] argument: trace layer by layer
+            # (each linear_relu op checks its own arguments).
+            return _mlp_by_layers(input, weights, biases, fused=True)
     return torch.ops.initkit.mlp(input, weights, biases)
+
+
+def _mlp_by_layers(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]], fused: bool) -> Tensor:
+    for i, (weight, bias) in enumerate(zip(weights, biases)):
+        if i + 1 == len(weights):
+            input = F.linear(input, weight, bias)
+        elif fused:
+            input = torch.ops.initkit.linear_relu(input, weight, bias)
+        else:
+            input = F.relu(F.linear(input, weight, bias))
+    return input
 
 
 # FX tracing (used by initkit.fuse) keeps these calls as single nodes.
