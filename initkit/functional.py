@@ -20,10 +20,10 @@ __all__ = ["linear_relu", "mlp"]
 
 
 def _runs_on_ext(input: Tensor) -> bool:
+    # Tensor.is_cpu & co. rather than device.type: this runs on every call of the modules.
     if _backend.backend() != "ext":
         return False
-    device = input.device.type
-    return device in ("cpu", "meta") or (device == "cuda" and _load.ext_has_cuda())
+    return input.is_cpu or input.is_meta or (input.is_cuda and _load.ext_has_cuda())
 
 
 def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:

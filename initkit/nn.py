@@ -59,7 +59,11 @@ class FusedLinearReLU(nn.Module):
         return fused
 
     def forward(self, input: Tensor) -> Tensor:
-        return linear_relu(input, self.weight, self.bias)
+        if torch.jit.is_scripting():
+            return linear_relu(input, self.weight, self.bias)
+        # Module.__getattr__ costs more than a tiny layer's arithmetic: read _parameters directly.
+        params = self._parameters
+        return linear_relu(input, params["weight"], params["bias"])
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -119,9 +123,16 @@ class MLP(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         weights: List[Tensor] = []
         biases: List[Optional[Tensor]] = []
-        for layer in self.layers:
-            weights.append(layer.weight)
-            biases.append(layer.bias)
+        if torch.jit.is_scripting():
+            for layer in self.layers:
+                weights.append(layer.weight)
+                biases.append(layer.bias)
+        else:
+            # Module.__getattr__ costs more than a tiny MLP's arithmetic: read _parameters directly.
+            for layer in self._modules["layers"]:
+                params = layer._parameters
+                weights.append(params["weight"])
+                biases.append(params["bias"])
         return mlp(input, weights, biases)
 
     def extra_repr(self) -> str:

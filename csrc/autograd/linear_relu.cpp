@@ -88,7 +88,7 @@ at::Tensor linear_relu_autograd(const at::Tensor& input, const at::Tensor& weigh
 
 BackwardResult linear_relu_backward_autograd(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& input,
                                              const at::Tensor& weight, std::array<bool, 3> output_mask) {
-  const auto outputs = run_not_differentiable("initkit::_linear_relu_backward", {grad_out, out, input, weight}, [&] {
+  const auto outputs = run_not_differentiable(no_double_backward("initkit::_linear_relu_backward"), {grad_out, out, input, weight}, [&] {
     auto [gi, gw, gb] = linear_relu_backward_op().call(grad_out, out, input, weight, output_mask);
     return torch::autograd::variable_list{gi.value_or(at::Tensor()), gw.value_or(at::Tensor()),
                                           gb.value_or(at::Tensor())};

@@ -133,7 +133,10 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_forward_autograd(const at::T
                                                                       const OptionalTensorList& biases) {
   std::vector<at::Tensor> inputs{input};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
-  auto outputs = run_not_differentiable("initkit::_mlp_forward (use initkit::mlp)", inputs, [&] {
+  auto outputs = run_not_differentiable(
+      "initkit::_mlp_forward is not differentiable: it is the forward half of initkit::mlp's autograd; call "
+      "initkit::mlp instead.",
+      inputs, [&] {
     auto [out, hidden] = mlp_forward_op().call(input, weights, biases);
     hidden.insert(hidden.begin(), out);
     return hidden;
@@ -149,7 +152,7 @@ BackwardResult mlp_backward_autograd(const at::Tensor& grad_out, const at::Tenso
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   inputs.insert(inputs.end(), hidden.begin(), hidden.end());
   const size_t layers = weights.size();
-  const auto outputs = run_not_differentiable("initkit::_mlp_backward", inputs, [&] {
+  const auto outputs = run_not_differentiable(no_double_backward("initkit::_mlp_backward"), inputs, [&] {
     auto [gi, gw, gb] = mlp_backward_op().call(grad_out, input, weights, biases, hidden, input_grad);
     torch::autograd::variable_list flat{gi.value_or(at::Tensor())};
     flat.insert(flat.end(), gw.begin(), gw.end());
