@@ -21,27 +21,52 @@
 namespace initkit {
 namespace cpu {
 
-constexpr int64_t kTinyMacs = 8192;    // direct loop up to this many multiply-adds
+// Direct loop up to kTinyMacs multiply-adds, or kTinyRowMacs for a single row (a GEMV: each
+// output is one long dot product, so the per-output horizontal sum is cheap next to it).
+constexpr int64_t kTinyMacs = 8192;
+constexpr int64_t kTinyRowMacs = 131072;
 constexpr int64_t kReluGrain = 32768;  // elements per task of the clamp
 
+// Multiversioning (as in fill.cpp): AVX-512, AVX2 and baseline x86-64 clones, picked at load time.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define INITKIT_DENSE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define INITKIT_DENSE_MULTIVERSION
+#endif
+
+// out[m, n] = relu?(dot(x[m, :], w[n, :]) + b[n]) for contiguous rows. kLanes independent
+// partial sums: they vectorize (one AVX-512 register of floats) and break the serial dependency.
 template <typename T>
-void tiny_dense(const T* x, const T* w, const T* b, T* out, int64_t rows, int64_t outs, int64_t ins, bool relu) {
+C10_ALWAYS_INLINE void tiny_dense(const T* x, const T* w, const T* b, T* out, int64_t rows, int64_t outs, int64_t ins, bool relu) {
+  constexpr int kLanes = 16;
   for (int64_t m = 0; m < rows; ++m) {
     const T* xr = x + m * ins;
     for (int64_t n = 0; n < outs; ++n) {
       const T* wr = w + n * ins;
-      // Four partial sums: independent chains instead of one serial dependency.
-      T acc[4] = {0, 0, 0, 0};
+      T acc[kLanes] = {};
       int64_t k = 0;
-      for (; k + 4 <= ins; k += 4) {
-        for (int j = 0; j < 4; ++j) acc[j] += xr[k + j] * wr[k + j];
+      for (; k + kLanes <= ins; k += kLanes) {
+        for (int j = 0; j < kLanes; ++j) acc[j] += xr[k + j] * wr[k + j];
       }
-      for (; k < ins; ++k) acc[0] += xr[k] * wr[k];
-      T v = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      for (int j = 0; k < ins; ++k, ++j) acc[j] += xr[k] * wr[k];
+      for (int width = kLanes / 2; width > 0; width /= 2) {
+        for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
+      }
+      T v = acc[0];
       if (b != nullptr) v += b[n];
       out[m * outs + n] = (relu && v < T(0)) ? T(0) : v;  // NaN passes through, like torch.relu
     }
   }
+}
+
+INITKIT_DENSE_MULTIVERSION inline void tiny_dense_isa(const float* x, const float* w, const float* b, float* out,
+                                                      int64_t rows, int64_t outs, int64_t ins, bool relu) {
+  tiny_dense(x, w, b, out, rows, outs, ins, relu);
+}
+
+INITKIT_DENSE_MULTIVERSION inline void tiny_dense_isa(const double* x, const double* w, const double* b, double* out,
+                                                      int64_t rows, int64_t outs, int64_t ins, bool relu) {
+  tiny_dense(x, w, b, out, rows, outs, ins, relu);
 }
 
 inline bool is_dense_rows(const at::Tensor& t) {
@@ -49,13 +74,7 @@ inline bool is_dense_rows(const at::Tensor& t) {
 }
 
 // max(v, 0) in place over n contiguous values; NaN stays NaN. The store is unconditional so the
-// loop vectorizes (a conditional store stays a mispredicted branch per element); float and
-// double are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define INITKIT_RELU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define INITKIT_RELU_MULTIVERSION
-#endif
+// loop vectorizes (a conditional store stays a mispredicted branch per element).
 
 template <typename T>
 void relu_span(T* data, int64_t n) {  // half, bfloat16
@@ -65,11 +84,11 @@ void relu_span(T* data, int64_t n) {  // half, bfloat16
   }
 }
 
-INITKIT_RELU_MULTIVERSION inline void relu_span(float* data, int64_t n) {
+INITKIT_DENSE_MULTIVERSION inline void relu_span(float* data, int64_t n) {
   for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0f ? 0.0f : data[i];
 }
 
-INITKIT_RELU_MULTIVERSION inline void relu_span(double* data, int64_t n) {
+INITKIT_DENSE_MULTIVERSION inline void relu_span(double* data, int64_t n) {
   for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0 ? 0.0 : data[i];
 }
 
@@ -88,10 +107,12 @@ inline void dense_layer(const at::Tensor& x, const at::Tensor& w, const std::opt
   if (rows == 0 || outs == 0) return;
   const bool has_bias = b.has_value() && b->defined();
   const auto dtype = x.scalar_type();
-  if (rows * outs * ins <= kTinyMacs && (dtype == at::kFloat || dtype == at::kDouble) && is_dense_rows(x) &&
-      w.is_contiguous() && (!has_bias || b->is_contiguous())) {
+  const int64_t macs = rows * outs * ins;
+  const bool tiny = macs <= kTinyMacs || (rows == 1 && macs <= kTinyRowMacs);
+  if (tiny && (dtype == at::kFloat || dtype == at::kDouble) && is_dense_rows(x) && w.is_contiguous() &&
+      (!has_bias || b->is_contiguous())) {
     AT_DISPATCH_FLOATING_TYPES(dtype, "initkit_dense_layer_cpu", [&] {
-      tiny_dense<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+      tiny_dense_isa(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
                            has_bias ? b->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), rows, outs, ins,
                            relu);
     });
