@@ -110,3 +110,13 @@ def test_module_rejects_bad_config():
         initkit.nn.MLP([4])
     with pytest.raises(ValueError, match="unknown MLP init"):
         initkit.nn.MLP([4, 2], init="zeros")
+
+
+def test_autocast_cpu_runs_in_bfloat16(backend):
+    weights, biases = make([8, 16, 4], dtype=torch.float32)
+    x = torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(x, weights, biases)
+        expected = reference(x, weights, biases)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)  # bf16 has 8 significant bits
