@@ -55,7 +55,7 @@ def check_cuda_toolkit() -> None:
 
 
 def sources(cuda: bool) -> list[str]:
-    files = sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("cpu/*.cpp"))
+    files = [f for folder in ("", "cpu/", "autograd/", "autocast/") for f in sorted(CSRC.glob(folder + "*.cpp"))]
     if cuda:
         files += sorted(CSRC.glob("cuda/*.cu")) + sorted(CSRC.glob("cuda/*.cpp"))
     return [str(f.relative_to(ROOT)) for f in files]  # setuptools wants relative paths

@@ -39,6 +39,22 @@ TORCH_LIBRARY(initkit, m) {
   // output words out (each a uint32 carried in an int).
   m.def("_philox4x32_10(int[] counter, int[] key) -> int[]");
   m.def("multi_fill(Tensor(a!)[] tensors, int[] kinds, float[] params, Tensor seed, int[] streams) -> ()");
+
+  // Fused dense layers. linear_relu(input [..., in], weight [out, in], bias [out]) ==
+  // relu(F.linear(input, weight, bias)). Its backward takes the saved output (ReLU mask =
+  // out > 0) and output_mask = which of (grad_input, grad_weight, grad_bias) to compute.
+  m.def("linear_relu(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor");
+  m.def(
+      "_linear_relu_backward(Tensor grad_out, Tensor out, Tensor input, Tensor weight, bool[3] output_mask) "
+      "-> (Tensor?, Tensor?, Tensor?)");
+  // A whole MLP: ReLU between layers, none after the last; biases[i] may be None.
+  // _mlp_forward also returns the L-1 hidden activations (after ReLU, as [rows, width]) that
+  // _mlp_backward needs; grad_biases holds one gradient per bias that is present.
+  m.def("mlp(Tensor input, Tensor[] weights, Tensor?[] biases) -> Tensor");
+  m.def("_mlp_forward(Tensor input, Tensor[] weights, Tensor?[] biases) -> (Tensor, Tensor[])");
+  m.def(
+      "_mlp_backward(Tensor grad_out, Tensor input, Tensor[] weights, Tensor?[] biases, Tensor[] hidden, "
+      "bool input_grad) -> (Tensor?, Tensor[], Tensor[])");
 }
 
 // Device-independent: no tensors, so it is registered for every dispatch key at once.

@@ -13,9 +13,10 @@ def _bench(args: argparse.Namespace) -> int:
     print("Medians of repeated runs, side by side; 'of zero_' = fraction of zero_'s throughput (the bandwidth floor).")
     rows = _bench.run(min_time=args.min_time)
     print(_bench.markdown_table(rows) if args.markdown else _bench.format_table(rows))
-    from ._bench_model import format_rows, model_init_rows
+    from . import _bench_linear, _bench_model
 
-    print(format_rows(model_init_rows()))
+    print(_bench_model.format_rows(_bench_model.model_init_rows()))
+    print(_bench_linear.format_rows(_bench_linear.rows(quick=args.quick)))
     return 0
 
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="compare initkit's fills with torch.nn.init and zero_")
     bench.add_argument("--min-time", type=float, default=0.3, help="seconds of timing per measurement")
     bench.add_argument("--markdown", action="store_true", help="print the README's table format")
+    bench.add_argument("--quick", action="store_true", help="fewer Linear+ReLU shapes")
     bench.set_defaults(handler=_bench)
     from . import _cli_model
 

@@ -1,6 +1,7 @@
 """Which implementation runs: "ext" (torch.ops.initkit, compiled) or "torch" (pure PyTorch).
 
-The default is "ext" when the extension loaded; INITKIT_BACKEND=torch forces the fallback.
+The default is "ext" when the extension loaded; INITKIT_BACKEND=torch (read at import) forces
+the fallback.
 `use_backend()` switches temporarily (the tests run every behaviour under both).
 """
 
@@ -12,6 +13,9 @@ from . import _load
 
 _BACKENDS = ("ext", "torch")
 _forced: str | None = None
+# Read once, at import: backend() is on the hot path of the fused layers (initkit.nn), where
+# os.environ.get alone costs about a microsecond per call.
+_requested = os.environ.get("INITKIT_BACKEND", "ext")
 
 
 def _check_name(name: str) -> None:
@@ -23,9 +27,8 @@ def backend() -> str:
     """The active backend: "ext" or "torch"."""
     if _forced is not None:
         return _forced
-    requested = os.environ.get("INITKIT_BACKEND", "ext")
-    _check_name(requested)
-    return "ext" if requested == "ext" and _load.ext_available() else "torch"
+    _check_name(_requested)
+    return "ext" if _requested == "ext" and _load.ext_available() else "torch"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,177 @@
+// Autograd for initkit::mlp and the device-generic kernel of its backward op:
+//   _mlp_backward(grad_out, input, weights, biases, hidden, input_grad)
+//     -> (grad_input?, grad_weights (one per layer), grad_biases (one per bias that is present))
+// The forward pass with grad runs initkit::_mlp_forward, which also returns the hidden
+// activations h_1 .. h_{L-1} (after ReLU); backward takes each ReLU mask from them (h > 0).
+// Weight gradients are always computed (an MLP's weights are what it trains).
+#include <ATen/ATen.h>
+#include <c10/util/accumulate.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "no_double_backward.h"
+
+namespace initkit {
+namespace {
+
+using OptionalTensor = std::optional<at::Tensor>;
+using OptionalTensorList = c10::List<OptionalTensor>;
+using BackwardResult = std::tuple<OptionalTensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
+
+const auto& mlp_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("initkit::mlp", "")
+                             .typed<at::Tensor(const at::Tensor&, at::TensorList, const OptionalTensorList&)>();
+  return op;
+}
+
+const auto& mlp_forward_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("initkit::_mlp_forward", "")
+          .typed<std::tuple<at::Tensor, std::vector<at::Tensor>>(const at::Tensor&, at::TensorList,
+                                                                 const OptionalTensorList&)>();
+  return op;
+}
+
+const auto& mlp_backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("initkit::_mlp_backward", "")
+                             .typed<BackwardResult(const at::Tensor&, const at::Tensor&, at::TensorList,
+                                                   const OptionalTensorList&, at::TensorList, bool)>();
+  return op;
+}
+
+bool present(const OptionalTensor& t) { return t.has_value() && t->defined(); }
+
+BackwardResult mlp_backward_math(const at::Tensor& grad_out, const at::Tensor& input, at::TensorList weights,
+                                 const OptionalTensorList& biases, at::TensorList hidden, bool input_grad) {
+  const size_t layers = weights.size();
+  TORCH_CHECK(layers >= 1 && biases.size() == layers && hidden.size() + 1 == layers,
+              "initkit::_mlp_backward: expected L weights, L bias entries and L-1 hidden activations, got ",
+              weights.size(), ", ", biases.size(), " and ", hidden.size());
+  const int64_t rows = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  std::vector<at::Tensor> grad_weights(layers), grad_biases;
+  at::Tensor grad = grad_out.reshape({rows, weights[layers - 1].size(0)});  // gradient of layer i's pre-activation
+  OptionalTensor grad_input;
+  for (size_t i = layers; i-- > 0;) {
+    const at::Tensor layer_input = i == 0 ? input.reshape({rows, input.size(-1)}) : hidden[i - 1];
+    grad_weights[i] = grad.t().mm(layer_input);
+    if (present(biases.get(i))) grad_biases.push_back(grad.sum(0));
+    if (i > 0) {
+      grad = at::threshold_backward(grad.mm(weights[i]), hidden[i - 1], 0);
+    } else if (input_grad) {
+      grad_input = grad.mm(weights[0]).view(input.sizes());
+    }
+  }
+  std::reverse(grad_biases.begin(), grad_biases.end());
+  return {grad_input, grad_weights, grad_biases};
+}
+
+// Arguments: input, the weights, the biases that are present (so autograd sees them as
+// variables), and the full optional bias list for the op call.
+class MLPFunction : public torch::autograd::Function<MLPFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, at::TensorList weights,
+                            at::TensorList present_biases, const OptionalTensorList& biases) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, hidden] = mlp_forward_op().call(input, weights, biases);
+    // Saved: input, L weights, L biases (undefined where absent), L-1 hidden activations.
+    std::vector<at::Tensor> saved{input};
+    saved.insert(saved.end(), weights.begin(), weights.end());
+    for (size_t i = 0; i < biases.size(); ++i) saved.push_back(biases.get(i).value_or(at::Tensor()));
+    saved.insert(saved.end(), hidden.begin(), hidden.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["layers"] = static_cast<int64_t>(weights.size());
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto layers = static_cast<size_t>(ctx->saved_data["layers"].toInt());
+    const at::TensorList weights(saved.data() + 1, layers);
+    OptionalTensorList biases;
+    for (size_t i = 0; i < layers; ++i) {
+      const at::Tensor& b = saved[1 + layers + i];
+      biases.push_back(b.defined() ? OptionalTensor(b) : std::nullopt);
+    }
+    const at::TensorList hidden(saved.data() + 1 + 2 * layers, layers - 1);
+    auto [grad_input, grad_weights, grad_biases] =
+        mlp_backward_op().call(grad_outputs[0], saved[0], weights, biases, hidden, ctx->needs_input_grad(0));
+    torch::autograd::variable_list grads{grad_input.value_or(at::Tensor())};
+    grads.insert(grads.end(), grad_weights.begin(), grad_weights.end());
+    grads.insert(grads.end(), grad_biases.begin(), grad_biases.end());
+    grads.emplace_back();  // the optional bias list: not a variable
+    return grads;
+  }
+};
+
+at::Tensor mlp_autograd(const at::Tensor& input, at::TensorList weights, const OptionalTensorList& biases) {
+  bool requires_grad = input.requires_grad();
+  std::vector<at::Tensor> present_biases;
+  for (const auto& w : weights) requires_grad = requires_grad || w.requires_grad();
+  for (size_t i = 0; i < biases.size(); ++i) {
+    const OptionalTensor b = biases.get(i);
+    if (b.has_value() && b->defined()) {
+      requires_grad = requires_grad || b->requires_grad();
+      present_biases.push_back(*b);
+    }
+  }
+  if (!at::GradMode::is_enabled() || !requires_grad) {
+    at::AutoDispatchBelowADInplaceOrView guard;  // inference: no node, no saved activations
+    return mlp_op().call(input, weights, biases);
+  }
+  return MLPFunction::apply(input, weights, at::TensorList(present_biases), biases);
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_forward_autograd(const at::Tensor& input, at::TensorList weights,
+                                                                      const OptionalTensorList& biases) {
+  std::vector<at::Tensor> inputs{input};
+  inputs.insert(inputs.end(), weights.begin(), weights.end());
+  auto outputs = run_not_differentiable(
+      "initkit::_mlp_forward is not differentiable: it is the forward half of initkit::mlp's autograd; call "
+      "initkit::mlp instead.",
+      inputs, [&] {
+    auto [out, hidden] = mlp_forward_op().call(input, weights, biases);
+    hidden.insert(hidden.begin(), out);
+    return hidden;
+  });
+  at::Tensor out = outputs[0];
+  outputs.erase(outputs.begin());
+  return {out, outputs};
+}
+
+BackwardResult mlp_backward_autograd(const at::Tensor& grad_out, const at::Tensor& input, at::TensorList weights,
+                                     const OptionalTensorList& biases, at::TensorList hidden, bool input_grad) {
+  std::vector<at::Tensor> inputs{grad_out, input};
+  inputs.insert(inputs.end(), weights.begin(), weights.end());
+  inputs.insert(inputs.end(), hidden.begin(), hidden.end());
+  const size_t layers = weights.size();
+  const auto outputs = run_not_differentiable(no_double_backward("initkit::_mlp_backward"), inputs, [&] {
+    auto [gi, gw, gb] = mlp_backward_op().call(grad_out, input, weights, biases, hidden, input_grad);
+    torch::autograd::variable_list flat{gi.value_or(at::Tensor())};
+    flat.insert(flat.end(), gw.begin(), gw.end());
+    flat.insert(flat.end(), gb.begin(), gb.end());
+    return flat;
+  });
+  const OptionalTensor grad_input = outputs[0].defined() ? OptionalTensor(outputs[0]) : std::nullopt;
+  std::vector<at::Tensor> grad_weights(outputs.begin() + 1, outputs.begin() + 1 + layers);
+  std::vector<at::Tensor> grad_biases(outputs.begin() + 1 + layers, outputs.end());
+  return {grad_input, grad_weights, grad_biases};
+}
+
+}  // namespace
+}  // namespace initkit
+
+TORCH_LIBRARY_IMPL(initkit, CompositeExplicitAutograd, m) { m.impl("_mlp_backward", &initkit::mlp_backward_math); }
+
+TORCH_LIBRARY_IMPL(initkit, Autograd, m) {
+  m.impl("mlp", &initkit::mlp_autograd);
+  m.impl("_mlp_forward", &initkit::mlp_forward_autograd);
+  m.impl("_mlp_backward", &initkit::mlp_backward_autograd);
+}

@@ -1,0 +1,130 @@
+// The CPU building blocks of linear_relu and mlp: one dense layer out = x @ w.T + b, with an
+// optional ReLU. Shared by cpu/linear_relu.cpp and cpu/mlp.cpp.
+//
+// Forward: one output allocation and no separate bias pass:
+//   - tiny layers (few multiply-adds, contiguous float/double): a direct loop with bias and ReLU
+//     fused per element; the cost of one BLAS call (dispatch, checks, bias copy) is larger than
+//     the arithmetic;
+//   - otherwise at::addmm_out (the bias is copied into the output, then GEMM with beta=1), then
+//     an in-place, vectorized, parallel clamp. Clamping by row blocks right after each block's
+//     GEMM (to catch the output in cache) was measured slower with MKL on 1 and 2 threads (5%
+//     and 20-40%: smaller GEMMs parallelize worse), and the clamp pass costs < 5% of the GEMM
+//     at every benchmarked shape, so the GEMM runs whole.
+// Inputs may be strided (BLAS takes strides); the output is contiguous.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <optional>
+
+namespace initkit {
+namespace cpu {
+
+// Direct loop up to kTinyMacs multiply-adds, or kTinyRowMacs for a single row (a GEMV: each
+// output is one long dot product, so the per-output horizontal sum is cheap next to it).
+constexpr int64_t kTinyMacs = 8192;
+constexpr int64_t kTinyRowMacs = 131072;
+constexpr int64_t kReluGrain = 32768;  // elements per task of the clamp
+
+// Multiversioning (as in fill.cpp): AVX-512, AVX2 and baseline x86-64 clones, picked at load time.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define INITKIT_DENSE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define INITKIT_DENSE_MULTIVERSION
+#endif
+
+// out[m, n] = relu?(dot(x[m, :], w[n, :]) + b[n]) for contiguous rows. kLanes independent
+// partial sums: they vectorize (one AVX-512 register of floats) and break the serial dependency.
+template <typename T>
+C10_ALWAYS_INLINE void tiny_dense(const T* x, const T* w, const T* b, T* out, int64_t rows, int64_t outs, int64_t ins, bool relu) {
+  constexpr int kLanes = 16;
+  for (int64_t m = 0; m < rows; ++m) {
+    const T* xr = x + m * ins;
+    for (int64_t n = 0; n < outs; ++n) {
+      const T* wr = w + n * ins;
+      T acc[kLanes] = {};
+      int64_t k = 0;
+      for (; k + kLanes <= ins; k += kLanes) {
+        for (int j = 0; j < kLanes; ++j) acc[j] += xr[k + j] * wr[k + j];
+      }
+      for (int j = 0; k < ins; ++k, ++j) acc[j] += xr[k] * wr[k];
+      for (int width = kLanes / 2; width > 0; width /= 2) {
+        for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
+      }
+      T v = acc[0];
+      if (b != nullptr) v += b[n];
+      out[m * outs + n] = (relu && v < T(0)) ? T(0) : v;  // NaN passes through, like torch.relu
+    }
+  }
+}
+
+INITKIT_DENSE_MULTIVERSION inline void tiny_dense_isa(const float* x, const float* w, const float* b, float* out,
+                                                      int64_t rows, int64_t outs, int64_t ins, bool relu) {
+  tiny_dense(x, w, b, out, rows, outs, ins, relu);
+}
+
+INITKIT_DENSE_MULTIVERSION inline void tiny_dense_isa(const double* x, const double* w, const double* b, double* out,
+                                                      int64_t rows, int64_t outs, int64_t ins, bool relu) {
+  tiny_dense(x, w, b, out, rows, outs, ins, relu);
+}
+
+inline bool is_dense_rows(const at::Tensor& t) {
+  return t.stride(-1) == 1 && (t.dim() == 1 || t.size(0) <= 1 || t.stride(0) == t.size(1));
+}
+
+// max(v, 0) in place over n contiguous values; NaN stays NaN. The store is unconditional so the
+// loop vectorizes (a conditional store stays a mispredicted branch per element).
+
+template <typename T>
+void relu_span(T* data, int64_t n) {  // half, bfloat16
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = data[i];
+    data[i] = v < T(0) ? T(0) : v;
+  }
+}
+
+INITKIT_DENSE_MULTIVERSION inline void relu_span(float* data, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0f ? 0.0f : data[i];
+}
+
+INITKIT_DENSE_MULTIVERSION inline void relu_span(double* data, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0 ? 0.0 : data[i];
+}
+
+inline void relu_inplace(at::Tensor& t) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "initkit_relu_cpu", [&] {
+    scalar_t* const data = t.data_ptr<scalar_t>();
+    at::parallel_for(0, t.numel(), kReluGrain,
+                     [data](int64_t begin, int64_t end) { relu_span(data + begin, end - begin); });
+  });
+}
+
+// out [M, N] (contiguous) = relu?(x [M, K] @ w[N, K].T + b).
+inline void dense_layer(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b, at::Tensor& out,
+                        bool relu) {
+  const int64_t rows = x.size(0), outs = w.size(0), ins = w.size(1);
+  if (rows == 0 || outs == 0) return;
+  const bool has_bias = b.has_value() && b->defined();
+  const auto dtype = x.scalar_type();
+  const int64_t macs = rows * outs * ins;
+  const bool tiny = macs <= kTinyMacs || (rows == 1 && macs <= kTinyRowMacs);
+  if (tiny && (dtype == at::kFloat || dtype == at::kDouble) && is_dense_rows(x) && w.is_contiguous() &&
+      (!has_bias || b->is_contiguous())) {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "initkit_dense_layer_cpu", [&] {
+      tiny_dense_isa(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                           has_bias ? b->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), rows, outs, ins,
+                           relu);
+    });
+    return;
+  }
+  if (has_bias) {
+    at::addmm_out(out, *b, x, w.t());
+  } else {
+    at::mm_out(out, x, w.t());
+  }
+  if (relu) relu_inplace(out);
+}
+
+}  // namespace cpu
+}  // namespace initkit

@@ -1,0 +1,144 @@
+"""Deployment of models that use the fused ops: TorchScript (script, trace, save, load in a fresh
+process), LibTorch (a C++ program built with CMake that loads the scripted model), torch.export
+(save/load of the ExportedProgram) and torch.compile(fullgraph=True)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import initkit
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS, FEATURES = 3, 4
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = initkit.nn.FusedLinearReLU(FEATURES, 8)
+        self.no_bias = initkit.nn.FusedLinearReLU(8, 8, bias=False)
+        self.head = initkit.nn.MLP([8, 6, 5, 2])
+
+    def forward(self, x):
+        return self.head(self.no_bias(self.first(x)))
+
+
+def make_model():
+    torch.manual_seed(0)
+    return Model()
+
+
+def cpp_input():
+    """The input tests/cpp/run_scripted.cpp builds."""
+    return torch.linspace(-2, 2, ROWS * FEATURES).reshape(ROWS, FEATURES)
+
+
+def eager_results(model, x):
+    x = x.clone().requires_grad_()
+    model.zero_grad()
+    out = model(x)
+    out.sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return out.detach(), x.grad, grads
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_roundtrip_in_fresh_process(ext, tmp_path, how):
+    model = make_model()
+    x = torch.randn(5, FEATURES)
+    scripted = torch.jit.script(model) if how == "script" else torch.jit.trace(model, (x,))
+    # A traced MLP runs layer by layer (see functional.mlp), summing in another order.
+    torch.testing.assert_close(scripted(x), model(x), rtol=1e-6, atol=1e-6)
+    path = tmp_path / "model.pt"
+    scripted.save(str(path))
+    torch.save({"x": x, "expected": scripted(x).detach()}, tmp_path / "io.pt")
+    check = textwrap.dedent(f"""
+        import torch, initkit
+        io = torch.load({str(tmp_path / "io.pt")!r})
+        model = torch.jit.load({str(path)!r})
+        x = io["x"].clone().requires_grad_()
+        out = model(x)
+        torch.testing.assert_close(out, io["expected"], rtol=0, atol=0)
+        out.sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+        print("ok")
+    """)
+    # cwd outside the repository: `python -c` puts the cwd first on sys.path, and the source
+    # tree's initkit has no compiled _C.
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_export_save_load(ext, tmp_path):
+    model = make_model()
+    x = torch.randn(5, FEATURES)
+    batch = torch.export.Dim("batch", min=2)
+    exported = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert {"initkit.linear_relu.default", "initkit.mlp.default"} <= targets
+    path = tmp_path / "model.pt2"
+    torch.export.save(exported, path)
+    loaded = torch.export.load(path)
+    for rows in (5, 9):
+        xr = torch.randn(rows, FEATURES)
+        torch.testing.assert_close(loaded.module()(xr), model(xr), rtol=0, atol=0)
+
+
+def test_compile_fullgraph_forward_backward(backend):
+    model = make_model()
+    x = torch.randn(5, FEATURES)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # fake kernels + AOT autograd
+    expected_out, expected_input_grad, expected_grads = eager_results(model, x)
+    out, input_grad, grads = eager_results(compiled, x)  # same Parameters: keys gain "_orig_mod."
+    torch.testing.assert_close(out, expected_out)
+    torch.testing.assert_close(input_grad, expected_input_grad)
+    torch.testing.assert_close(list(grads.values()), list(expected_grads.values()))
+
+
+def _build_cpp_program(build_dir: Path) -> Path:
+    if shutil.which("cmake") is None or (shutil.which("c++") is None and shutil.which("g++") is None):
+        pytest.skip("cmake or a C++ compiler is missing: the LibTorch program cannot be built")
+    prefix = torch.utils.cmake_prefix_path
+    configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-DINITKIT_BUILD_CPP_TESTS=ON",
+                 f"-DCMAKE_PREFIX_PATH={prefix}"]
+    for command in (configure, ["cmake", "--build", str(build_dir), "--target", "initkit_run_scripted",
+                                "-j", str(os.cpu_count() or 2)]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return build_dir / "tests" / "cpp" / "initkit_run_scripted"
+
+
+def _parse(stdout: str) -> dict:
+    lines = {}
+    for line in stdout.strip().splitlines():
+        words = line.split()
+        label = " ".join(words[:2]) if words[0] == "param_grad" else words[0]
+        values = words[2:] if words[0] == "param_grad" else words[1:]
+        lines[label] = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    return lines
+
+
+def test_libtorch_program_runs_scripted_model(ext, tmp_path_factory):
+    """The C++ program links libinitkit_ops (never loaded into this process: it runs as a
+    subprocess) and must give the same forward and backward results as Python."""
+    program = _build_cpp_program(tmp_path_factory.mktemp("cpp_build"))
+    model = make_model()
+    path = tmp_path_factory.mktemp("cpp_model") / "model.pt"
+    torch.jit.script(model).save(str(path))
+    result = subprocess.run([str(program), str(path), str(ROWS), str(FEATURES)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    got = _parse(result.stdout)
+    out, input_grad, grads = eager_results(model, cpp_input())
+    # Same kernels, same inputs: only the printing round trip (17 digits) separates them.
+    torch.testing.assert_close(got["output"], out.double().flatten())
+    torch.testing.assert_close(got["input_grad"], input_grad.double().flatten())
+    for name, grad in grads.items():
+        torch.testing.assert_close(got[f"param_grad {name}"], grad.double().flatten())

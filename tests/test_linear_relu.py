@@ -1,0 +1,151 @@
+"""initkit.functional.linear_relu and initkit.nn.FusedLinearReLU against F.relu(F.linear(...))."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import initkit
+from initkit.functional import linear_relu
+
+
+def reference(x, w, b):
+    return F.relu(F.linear(x, w, b))
+
+
+def make(shape, in_features, out_features, dtype=torch.float64, bias=True):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, in_features, dtype=dtype)
+    w = torch.randn(out_features, in_features, dtype=dtype) / math.sqrt(max(in_features, 1))
+    b = torch.randn(out_features, dtype=dtype) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (2, 3), (2, 1, 5), ()])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("features", [(3, 4), (64, 33), (200, 300)])  # direct loop and BLAS paths
+def test_matches_torch(backend, shape, bias, dtype, features):
+    x, w, b = make(shape, *features, dtype=dtype, bias=bias)
+    out = linear_relu(x, w, b)
+    assert out.shape == (*shape, features[1]) and out.dtype == dtype
+    # float64: rounding only; float32: a different summation order than MKL's, error ~ sqrt(K) ulp.
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, reference(x, w, b), **tol)
+
+
+def test_large_batch_blocks(backend):
+    x, w, b = make((3000,), 64, 96, dtype=torch.float32)  # several row blocks of the CPU kernel
+    torch.testing.assert_close(linear_relu(x, w, b), reference(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+def test_non_contiguous_input(backend):
+    x, w, b = make((6,), 40, 30)
+    xt = x.t().contiguous().t()  # same values, column-major
+    assert not xt.is_contiguous()
+    torch.testing.assert_close(linear_relu(xt, w, b), reference(x, w, b))
+    x3 = torch.randn(4, 40, 5, dtype=torch.float64).transpose(1, 2)
+    torch.testing.assert_close(linear_relu(x3, w, b), reference(x3, w, b))
+    w_t = torch.randn(40, 30, dtype=torch.float64).t()
+    torch.testing.assert_close(linear_relu(x, w_t, b), reference(x, w_t, b))
+
+
+def test_nan_propagates(backend):
+    x, w, b = make((3,), 4, 5)
+    x[1, 0] = float("nan")
+    out = linear_relu(x, w, b)
+    assert out[1].isnan().all() and not out[0].isnan().any()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("features", [(3, 4), (256, 128)])
+def test_low_precision_error_at_most_twice_torch(backend, dtype, features):
+    x, w, b = make((33,), *features, dtype=torch.float32)
+    truth = reference(x, w, b)
+    ours = linear_relu(x.to(dtype), w.to(dtype), b.to(dtype)).float()
+    torch_same_dtype = reference(x.to(dtype), w.to(dtype), b.to(dtype)).float()
+    err_ours = (ours - truth).abs().max().item()
+    err_torch = (torch_same_dtype - truth).abs().max().item()
+    # flash-attention's rule: at most 2x PyTorch's own error at that precision (+ a rounding floor).
+    assert err_ours <= 2 * err_torch + 1e-3, (err_ours, err_torch)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck(backend, bias):
+    x, w, b = make((2, 3), 5, 4, bias=bias)
+    # Keep pre-activations away from 0, where ReLU's derivative jumps.
+    pre = F.linear(x, w, b)
+    x = torch.where(pre.abs().min(-1, keepdim=True).values < 0.05, x + 0.3, x)
+    args = [x.requires_grad_(), w.requires_grad_()] + ([b.requires_grad_()] if bias else [])
+    fn = (lambda x, w, b: linear_relu(x, w, b)) if bias else (lambda x, w: linear_relu(x, w))
+    assert torch.autograd.gradcheck(fn, args)
+
+
+def test_grads_match_torch_and_skip_unneeded(backend):
+    x, w, b = make((8,), 6, 5)
+    w.requires_grad_()
+    b.requires_grad_()
+    linear_relu(x, w, b).square().sum().backward()
+    w_ref, b_ref = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    reference(x, w_ref, b_ref).square().sum().backward()
+    torch.testing.assert_close(w.grad, w_ref.grad)
+    torch.testing.assert_close(b.grad, b_ref.grad)
+    assert x.grad is None
+
+
+def test_double_backward_raises(ext):
+    x, w, b = make((3,), 4, 5)
+    w.requires_grad_()
+    (g,) = torch.autograd.grad(linear_relu(x, w, b).sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
+
+
+def test_autocast_cpu_runs_in_bfloat16(backend):
+    x, w, b = make((4,), 8, 3, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = linear_relu(x, w, b)
+        expected = reference(x, w, b)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)  # bf16 has 8 significant bits
+
+
+@pytest.mark.parametrize(
+    "make_args, match",
+    [
+        (lambda: (torch.randn(3, 4), torch.randn(5, 6), None), "input shape|input features|in_features"),
+        (lambda: (torch.randn(3, 4), torch.randn(5, 4), torch.randn(4)), "bias"),
+        (lambda: (torch.randn(3, 4), torch.randn(5, 4, dtype=torch.float64), None), "dtype"),
+        (lambda: (torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, dtype=torch.float64)), "dtype"),
+        (lambda: (torch.randn(3, 4), torch.randn(4), None), "2-D weight"),
+        (lambda: (torch.randn(3, 4, device="meta"), torch.randn(5, 4), None), "same device"),
+        (lambda: (torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, device="meta")), "bias on"),
+        (lambda: (torch.tensor(1.0), torch.randn(5, 1), None), "0-D"),
+        (lambda: (torch.ones(3, 4, dtype=torch.int64), torch.ones(5, 4, dtype=torch.int64), None), "float"),
+    ],
+)
+def test_bad_input_raises(backend, make_args, match):
+    with pytest.raises(RuntimeError, match=match):
+        linear_relu(*make_args())
+
+
+def test_meta_tensors_give_shapes(backend):
+    out = linear_relu(torch.empty(2, 3, 4, device="meta"), torch.empty(5, 4, device="meta"))
+    assert out.shape == (2, 3, 5) and out.device.type == "meta"
+
+
+def test_module_is_a_drop_in_for_linear(backend):
+    torch.manual_seed(1)
+    fused = initkit.nn.FusedLinearReLU(6, 4)
+    linear = torch.nn.Linear(6, 4)
+    assert fused.state_dict().keys() == linear.state_dict().keys()
+    linear.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(fused(x), torch.relu(linear(x)))
+    bound = 1 / math.sqrt(6)  # nn.Linear's init: both weight and bias within +-1/sqrt(fan_in)
+    assert fused.weight.abs().max() <= bound and fused.bias.abs().max() <= bound
+    assert fused.weight.std() > bound / 3  # actually filled, not left empty/zero
+    no_bias = initkit.nn.FusedLinearReLU(6, 4, bias=False, dtype=torch.float64)
+    assert no_bias.bias is None and no_bias(x.double()).dtype == torch.float64
+    assert "in_features=6, out_features=4, bias=True" in repr(fused)
