@@ -78,7 +78,7 @@ def test_demo_subcommand(capsys):
     assert "state_dict entry" in out and "requires_grad" in out
     assert "output [2, 2]" in out
     assert "loaded output equals eager: True" in out
-    assert "fused modules unavailable" in out or "speedup" in out
+    assert "speedup" in out and "outputs equal: True" in out
 
 
 def test_python_dash_m_initkit_summary(factory_dir):

@@ -43,6 +43,12 @@ C10_ALWAYS_INLINE void tiny_dense(const T* x, const T* w, const T* b, T* out, in
     const T* xr = x + m * ins;
     for (int64_t n = 0; n < outs; ++n) {
       const T* wr = w + n * ins;
+      if (ins < kLanes) {  // narrow layer: a plain dot product beats reducing kLanes partial sums
+        T v = b != nullptr ? b[n] : T(0);
+        for (int64_t k = 0; k < ins; ++k) v += xr[k] * wr[k];
+        out[m * outs + n] = (relu && v < T(0)) ? T(0) : v;
+        continue;
+      }
       T acc[kLanes] = {};
       int64_t k = 0;
       for (; k + kLanes <= ins; k += kLanes) {
