@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "../common/fill_sampler.h"
-#include "../common/fill_checks.h"
+#include "../common/fill_ops.h"
 
 namespace initkit {
 namespace {
@@ -242,30 +242,9 @@ void run_jobs(const std::vector<FillJob>& jobs) {
   });
 }
 
-void fill_cpu(const at::Tensor& self, FillKind kind, const double* params, const at::Tensor& seed,
-              int64_t stream, int64_t offset, const char* op) {
-  check_fill_target(self, op);
-  check_fill_params(kind, params, op);
-  TORCH_CHECK_VALUE(offset >= 0, op, ": offset must be >= 0, got ", offset);
-  run_jobs({make_job(self, kind, params, seed_value(seed, op), stream, offset)});
-}
-
-void uniform_fill_cpu(at::Tensor& self, double low, double high, const at::Tensor& seed, int64_t stream,
-                      int64_t offset) {
-  const double p[kNumFillParams] = {low, high, 0, 0};
-  fill_cpu(self, FillKind::Uniform, p, seed, stream, offset, "initkit::uniform_fill");
-}
-
-void normal_fill_cpu(at::Tensor& self, double mean, double std, const at::Tensor& seed, int64_t stream,
-                     int64_t offset) {
-  const double p[kNumFillParams] = {mean, std, 0, 0};
-  fill_cpu(self, FillKind::Normal, p, seed, stream, offset, "initkit::normal_fill");
-}
-
-void trunc_normal_fill_cpu(at::Tensor& self, double mean, double std, double a, double b, const at::Tensor& seed,
-                           int64_t stream, int64_t offset) {
-  const double p[kNumFillParams] = {mean, std, a, b};
-  fill_cpu(self, FillKind::TruncNormal, p, seed, stream, offset, "initkit::trunc_normal_fill");
+void fill_cpu(const at::Tensor& self, FillKind kind, const double* params, uint64_t key, int64_t stream,
+              int64_t offset, const char* /*op*/) {
+  run_jobs({make_job(self, kind, params, key, stream, offset)});
 }
 
 void multi_fill_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
@@ -288,9 +267,10 @@ void multi_fill_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, CPU, m) {
-  m.impl("uniform_fill", &uniform_fill_cpu);
-  m.impl("normal_fill", &normal_fill_cpu);
-  m.impl("trunc_normal_fill", &trunc_normal_fill_cpu);
+  using Ops = SingleFillOps<fill_cpu>;
+  m.impl("uniform_fill", &Ops::uniform);
+  m.impl("normal_fill", &Ops::normal);
+  m.impl("trunc_normal_fill", &Ops::trunc_normal);
   m.impl("multi_fill", &multi_fill_cpu);
 }
 

@@ -23,7 +23,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../common/fill_checks.h"
+#include "../common/fill_ops.h"
 #include "../common/fill_sampler.h"
 
 namespace initkit {
@@ -322,34 +322,12 @@ void fill_tensor(const at::Tensor& t, FillKind kind, const double* params, uint6
   }
 }
 
-void fill_cuda(const at::Tensor& self, FillKind kind, const double* params, const at::Tensor& seed, int64_t stream,
+void fill_cuda(const at::Tensor& self, FillKind kind, const double* params, uint64_t key, int64_t stream,
                int64_t offset, const char* op) {
-  check_fill_target(self, op);
-  check_fill_params(kind, params, op);
-  TORCH_CHECK_VALUE(offset >= 0, op, ": offset must be >= 0, got ", offset);
-  const uint64_t key = seed_value(seed, op);  // a CPU tensor: no device sync
   const c10::cuda::CUDAGuard guard(self.device());
   const cudaStream_t cuda_stream = c10::cuda::getCurrentCUDAStream();
   check_not_capturing(cuda_stream, op);
   fill_tensor(self, kind, params, key, stream, offset, cuda_stream);
-}
-
-void uniform_fill_cuda(at::Tensor& self, double low, double high, const at::Tensor& seed, int64_t stream,
-                       int64_t offset) {
-  const double p[kNumFillParams] = {low, high, 0, 0};
-  fill_cuda(self, FillKind::Uniform, p, seed, stream, offset, "initkit::uniform_fill");
-}
-
-void normal_fill_cuda(at::Tensor& self, double mean, double std, const at::Tensor& seed, int64_t stream,
-                      int64_t offset) {
-  const double p[kNumFillParams] = {mean, std, 0, 0};
-  fill_cuda(self, FillKind::Normal, p, seed, stream, offset, "initkit::normal_fill");
-}
-
-void trunc_normal_fill_cuda(at::Tensor& self, double mean, double std, double a, double b, const at::Tensor& seed,
-                            int64_t stream, int64_t offset) {
-  const double p[kNumFillParams] = {mean, std, a, b};
-  fill_cuda(self, FillKind::TruncNormal, p, seed, stream, offset, "initkit::trunc_normal_fill");
 }
 
 // Contiguous tensors go into one launch; their descriptor table travels to the device
@@ -405,9 +383,10 @@ void multi_fill_cuda(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, CUDA, m) {
-  m.impl("uniform_fill", &uniform_fill_cuda);
-  m.impl("normal_fill", &normal_fill_cuda);
-  m.impl("trunc_normal_fill", &trunc_normal_fill_cuda);
+  using Ops = SingleFillOps<fill_cuda>;
+  m.impl("uniform_fill", &Ops::uniform);
+  m.impl("normal_fill", &Ops::normal);
+  m.impl("trunc_normal_fill", &Ops::trunc_normal);
   m.impl("multi_fill", &multi_fill_cuda);
 }
 

@@ -1,0 +1,42 @@
+// The single-tensor fill ops (uniform_fill, normal_fill, trunc_normal_fill) of one backend,
+// written once: each packs its parameters, runs the shared checks, reads the key and calls the
+// backend's `fill(self, kind, params, key, stream, offset, op)`.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "fill_checks.h"
+
+namespace initkit {
+
+using BackendFill = void (*)(const at::Tensor& self, FillKind kind, const double* params, uint64_t key,
+                             int64_t stream, int64_t offset, const char* op);
+
+template <BackendFill fill>
+struct SingleFillOps {
+  static void uniform(at::Tensor& self, double low, double high, const at::Tensor& seed, int64_t stream,
+                      int64_t offset) {
+    const double p[kNumFillParams] = {low, high, 0, 0};
+    run(self, FillKind::Uniform, p, seed, stream, offset, "initkit::uniform_fill");
+  }
+  static void normal(at::Tensor& self, double mean, double std, const at::Tensor& seed, int64_t stream,
+                     int64_t offset) {
+    const double p[kNumFillParams] = {mean, std, 0, 0};
+    run(self, FillKind::Normal, p, seed, stream, offset, "initkit::normal_fill");
+  }
+  static void trunc_normal(at::Tensor& self, double mean, double std, double a, double b, const at::Tensor& seed,
+                           int64_t stream, int64_t offset) {
+    const double p[kNumFillParams] = {mean, std, a, b};
+    run(self, FillKind::TruncNormal, p, seed, stream, offset, "initkit::trunc_normal_fill");
+  }
+
+ private:
+  static void run(const at::Tensor& self, FillKind kind, const double* p, const at::Tensor& seed, int64_t stream,
+                  int64_t offset, const char* op) {
+    check_fill_target(self, op);
+    check_fill_params(kind, p, op);
+    TORCH_CHECK_VALUE(offset >= 0, op, ": offset must be >= 0, got ", offset);
+    fill(self, kind, p, seed_value(seed, op), stream, offset, op);  // the seed is a CPU tensor: no device sync
+  }
+};
+
+}  // namespace initkit
