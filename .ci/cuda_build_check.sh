@@ -4,7 +4,7 @@
 # the CPU test suite against that build (a CUDA-enabled initkit must work on a CPU-only host).
 #   usage: .ci/cuda_build_check.sh VENV_DIR
 set -euo pipefail
-venv=${1:?usage: .ci/cuda_build_check.sh VENV_DIR}
+venv=$(realpath -m "${1:?usage: .ci/cuda_build_check.sh VENV_DIR}")  # absolute: the script changes folders
 cd "$(dirname "$0")/.."
 
 # torch guesses CUDA_HOME from `which nvcc`, wrong when nvcc is a wrapper: pick a real toolkit.
