@@ -26,6 +26,7 @@ FILLS = [
     ("normal_fill", (0.25, 1.5)),
     ("trunc_normal_fill", (0.0, 1.0, -2.0, 2.0)),
     ("trunc_normal_fill", (0.5, 0.02, 0.51, 0.6)),  # one-sided: the whole interval above the mean
+    ("trunc_normal_fill", (0.0, 1.0, -2.6, 2.6)),  # wide: by rejection, ~1% of elements redrawn
 ]
 DOUBLE_ULPS = {"normal_fill": 4, "trunc_normal_fill": 8}
 

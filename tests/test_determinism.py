@@ -9,11 +9,13 @@ FILLS = {
     "uniform": lambda t, **kw: initkit.uniform_(t, -1.0, 3.0, **kw),
     "normal": lambda t, **kw: initkit.normal_(t, 0.5, 2.0, **kw),
     "trunc_normal": lambda t, **kw: initkit.trunc_normal_(t, 0.0, 1.0, -1.5, 2.5, **kw),
+    "trunc_normal_wide": lambda t, **kw: initkit.trunc_normal_(t, 0.0, 1.0, -2.6, 2.6, **kw),  # by rejection
 }
 OPS = {
     "uniform": lambda t, seed, *a: torch.ops.initkit.uniform_fill(t, -1.0, 3.0, seed, *a),
     "normal": lambda t, seed, *a: torch.ops.initkit.normal_fill(t, 0.5, 2.0, seed, *a),
     "trunc_normal": lambda t, seed, *a: torch.ops.initkit.trunc_normal_fill(t, 0.0, 1.0, -1.5, 2.5, seed, *a),
+    "trunc_normal_wide": lambda t, seed, *a: torch.ops.initkit.trunc_normal_fill(t, 0.0, 1.0, -2.6, 2.6, seed, *a),
 }
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -90,7 +92,7 @@ def test_views_get_logical_order_values_and_nothing_outside_is_touched(ext, fill
     assert not base[touched].isnan().any()
 
 
-@pytest.mark.parametrize("fill", ["normal", "trunc_normal"])
+@pytest.mark.parametrize("fill", ["normal", "trunc_normal", "trunc_normal_wide"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_reduced_precision_is_the_float32_fill_rounded(ext, fill, dtype):
     seed = torch.tensor(21)
@@ -107,10 +109,27 @@ def test_reduced_precision_uniform_stays_half_open(ext, dtype):
     assert t.max() < 1.0
 
 
+def test_wide_trunc_normal_keeps_the_normal_fill_where_it_is_in_bounds(ext):
+    # Rejection sampling redraws only the out-of-bounds positions of the normal fill.
+    seed = torch.tensor(17)
+    trunc, normal = torch.empty(100_000), torch.empty(100_000)
+    torch.ops.initkit.trunc_normal_fill(trunc, 0.0, 1.0, -2.6, 2.6, seed)
+    torch.ops.initkit.normal_fill(normal, 0.0, 1.0, seed)
+    inside = normal.abs() <= 2.6
+    assert torch.equal(trunc[inside], normal[inside])
+    assert (~inside).sum() > 500 and (trunc[~inside].abs() <= 2.6).all()  # ~930 redrawn
+
+
+def test_logical_indices_are_limited_to_2_pow_56(ext):
+    with pytest.raises(ValueError, match="below 2\\^56"):
+        torch.ops.initkit.normal_fill(torch.empty(10), 0.0, 1.0, torch.tensor(1), 0, 2**56 - 5)
+    torch.ops.initkit.normal_fill(torch.empty(10), 0.0, 1.0, torch.tensor(1), 0, 2**56 - 10)
+
+
 def test_multi_fill_equals_per_tensor_fills_with_streams(ext):
     shapes = [(300, 200), (7,), (3, 5, 2), (65, 1000), (0, 4)]
     dtypes = [torch.float32, torch.float64, torch.bfloat16, torch.float32, torch.float32]
-    fills = [("uniform", (-1.0, 1.0)), ("normal", (0.0, 0.1)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0)), ("normal", (1.0, 2.0)), ("uniform", (0.0, 1.0))]
+    fills = [("uniform", (-1.0, 1.0)), ("normal", (0.0, 0.1)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0)), ("trunc_normal", (1.0, 2.0, -9.0, 9.0)), ("uniform", (0.0, 1.0))]
     tensors = [torch.empty(s, dtype=d) for s, d in zip(shapes, dtypes)]
     tensors[3] = torch.empty(1000, 65).t()  # a non-contiguous member
     initkit.multi_fill_(tensors, fills, generator=torch.Generator().manual_seed(8))

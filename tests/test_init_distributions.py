@@ -45,7 +45,8 @@ def test_normal_ks(backend):
         (0.5, 2.0, -1.0, 4.0),  # asymmetric
         (0.0, 1.0, 3.0, 4.0),  # both bounds in the upper tail
         (0.0, 1.0, -8.0, -6.0),  # deep lower tail: needs an exact inverse CDF, not a clamp
-        (0.0, 0.02, -2.0, 2.0),  # bounds at 100 std: effectively untruncated
+        (0.0, 0.02, -2.0, 2.0),  # bounds at 100 std: sampled by rejection from the normal
+        (0.0, 1.0, -2.6, 2.6),  # acceptance 0.9907: rejection with ~1% of elements redrawn
     ],
 )
 @pytest.mark.filterwarnings("ignore:mean is more than 2 std")
@@ -54,6 +55,13 @@ def test_trunc_normal_ks(backend, mean, std, a, b):
     assert t.min() >= a and t.max() <= b
     law = stats.truncnorm((a - mean) / std, (b - mean) / std, loc=mean, scale=std)
     assert ks_pvalue(t, law.cdf) > P_MIN
+
+
+@pytest.mark.parametrize("a,b", [(-2.6, 2.6), (-1.0, 1.5)])  # rejection / inverse-CDF paths
+def test_trunc_normal_float64_ks(backend, a, b):
+    t = initkit.trunc_normal_(fresh(dtype=torch.float64), 0.0, 1.0, a, b)
+    assert t.min() >= a and t.max() <= b
+    assert ks_pvalue(t, stats.truncnorm(a, b).cdf) > P_MIN
 
 
 def test_trunc_normal_small_std_has_no_outliers(backend):

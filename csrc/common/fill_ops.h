@@ -35,6 +35,8 @@ struct SingleFillOps {
     check_fill_target(self, op);
     check_fill_params(kind, p, op);
     TORCH_CHECK_VALUE(offset >= 0, op, ": offset must be >= 0, got ", offset);
+    TORCH_CHECK_VALUE(offset <= kMaxLogicalIndex - self.numel(), op, ": logical indices must stay below 2^56, got offset ",
+                      offset, " for ", self.numel(), " elements");
     fill(self, kind, p, seed_value(seed, op), stream, offset, op);  // the seed is a CPU tensor: no device sync
   }
 };

@@ -7,6 +7,10 @@
 // key = {lo32(seed), hi32(seed)}) with g = i / E:
 //   float, half, bfloat16 (E = 4): element 4g+j uses word j; normals pair words (0,1), (2,3);
 //   double (E = 2):                element 2g+j uses words (2j, 2j+1); a normal pair uses all 4.
+// A wide truncated normal (acceptance >= 0.99) takes the normal that position as a normal fill
+// would and, only where that falls outside [a, b], redraws: attempt k (1..255) of group g uses
+// counter word 1 = hi32(g) | k << 24, which no first draw uses while logical indices stay below
+// 2^56 (the ops check it). Narrower truncations use the exact inverse CDF on the word.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -15,8 +19,19 @@
 
 namespace initkit {
 
-enum class FillKind : int64_t { Uniform = 0, Normal = 1, TruncNormal = 2 };
+// The op schemas number the kinds 0..2; TruncNormalByRejection is chosen by make_sampler.
+enum class FillKind : int64_t { Uniform = 0, Normal = 1, TruncNormal = 2, TruncNormalByRejection = 3 };
 constexpr int64_t kNumFillParams = 4;  // uniform: low, high; normal: mean, std; trunc: mean, std, a, b
+constexpr int64_t kMaxLogicalIndex = int64_t(1) << 56;
+// Rejection from the untruncated normal costs one normal plus a rare scalar redraw; below this
+// acceptance the exact inverse CDF is cheaper.
+constexpr double kRejectionMinAcceptance = 0.99;
+constexpr uint32_t kMaxRedraws = 255;
+
+// The Philox key and the tensor's stream, as counter/key words.
+struct StreamKey {
+  uint32_t k0, k1, s0, s1;
+};
 
 template <typename acc_t>
 struct Sampler {
@@ -65,7 +80,9 @@ Sampler<acc_t> make_sampler(FillKind kind, const double* p) {
     s.p_low = static_cast<acc_t>(p_alpha);
     s.q_high = static_cast<acc_t>(q_beta);
     // Subtract the two small tail masses on the side where they are small.
-    s.width = static_cast<acc_t>(alpha > 0 ? q_alpha - q_beta : p_beta - p_alpha);
+    const double width = alpha > 0 ? q_alpha - q_beta : p_beta - p_alpha;
+    s.width = static_cast<acc_t>(width);
+    if (width >= kRejectionMinAcceptance) s.kind = FillKind::TruncNormalByRejection;
   }
   return s;
 }
@@ -101,6 +118,25 @@ INITKIT_HOST_DEVICE float sample_trunc_normal(const Sampler<float>& s, uint32_t 
   return above > s.hi ? s.hi : above;
 }
 
+INITKIT_HOST_DEVICE PhiloxWords redraw_words(const StreamKey& key, uint64_t g, uint32_t attempt) {
+  return philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32) | (attempt << 24), key.s0, key.s1,
+                       key.k0, key.k1);
+}
+
+// Element 4g+j of a wide truncated normal whose first normal fell outside [a, b]: the first
+// in-bounds normal of its redraws (position j of each redraw block).
+INITKIT_HOST_DEVICE float redraw_trunc_normal(const Sampler<float>& s, const StreamKey& key, uint64_t g, int j) {
+  PhiloxWords r{};
+  for (uint32_t attempt = 1; attempt <= kMaxRedraws; ++attempt) {
+    r = redraw_words(key, g, attempt);
+    float x0, x1;
+    sample_normal_pair(s, r.w[j & 2], r.w[(j & 2) + 1], x0, x1);
+    const float x = (j & 1) ? x1 : x0;
+    if (x >= s.lo && x <= s.hi) return x;
+  }
+  return sample_trunc_normal(s, r.w[j]);  // after 255 misses (P < 1e-500): the inverse CDF
+}
+
 // ---- double samplers ---------------------------------------------------------------------
 INITKIT_HOST_DEVICE double sample_uniform(const Sampler<double>& s, uint32_t hi, uint32_t lo) {
   const double x = s.shift + s.scale * unit_closed_open(hi, lo);
@@ -121,6 +157,19 @@ INITKIT_HOST_DEVICE double sample_trunc_normal(const Sampler<double>& s, uint32_
   const double z = p < 0.5 ? ndtri_lower(p) : -ndtri_lower(q);
   const double x = s.shift + s.scale * z;
   return fmin(fmax(x, s.lo), s.hi);
+}
+
+// Element 2g+j of a wide truncated normal (double), as the float version.
+INITKIT_HOST_DEVICE double redraw_trunc_normal(const Sampler<double>& s, const StreamKey& key, uint64_t g, int j) {
+  PhiloxWords r{};
+  for (uint32_t attempt = 1; attempt <= kMaxRedraws; ++attempt) {
+    r = redraw_words(key, g, attempt);
+    double x0, x1;
+    sample_normal_pair(s, r.w, x0, x1);
+    const double x = j ? x1 : x0;
+    if (x >= s.lo && x <= s.hi) return x;
+  }
+  return sample_trunc_normal(s, r.w[2 * j], r.w[2 * j + 1]);
 }
 
 }  // namespace initkit

@@ -30,15 +30,11 @@ constexpr int64_t kLanes = 16;  // Philox blocks generated together (one AVX-512
 #define INITKIT_MULTIVERSION
 #endif
 
-struct Key {
-  uint32_t k0, k1, s0, s1;
-};
-
 // Philox4x32-10 (the same function as common/philox.h) for counters g0 .. g0+kLanes-1, stored
 // word-major: words[j][lane]. The 32-bit words live in 64-bit lanes so that the 32x32->64
 // products vectorize as plain unsigned multiplies of zero-extended values (about 1.8x faster
 // on AVX-512 than the 32-bit formulation, which GCC widens with 64x64 multiplies).
-inline void philox_lanes(const Key& key, uint64_t g0, uint32_t (&words)[4][kLanes]) {
+inline void philox_lanes(const StreamKey& key, uint64_t g0, uint32_t (&words)[4][kLanes]) {
   constexpr uint64_t kLow = 0xffffffffu;
   for (int64_t l = 0; l < kLanes; ++l) {
     const uint64_t g = g0 + static_cast<uint64_t>(l);
@@ -66,7 +62,7 @@ constexpr int64_t kBlockF64 = kLanes * 2;  // elements per block, double
 
 // 64 float samples for logical elements [4*g0, 4*g0 + 64).
 INITKIT_MULTIVERSION
-void generate_block_f32(const Sampler<float>& sampler, const Key& key, uint64_t g0, float* out) {
+void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, float* out) {
   const Sampler<float> s = sampler;  // a local copy: `out` cannot alias it, so the loops vectorize
   uint32_t w[4][kLanes];
   philox_lanes(key, g0, w);
@@ -89,11 +85,25 @@ void generate_block_f32(const Sampler<float>& sampler, const Key& key, uint64_t 
         for (int j = 0; j < 4; ++j) out[4 * l + j] = v[j][l];
       break;
     }
+    case FillKind::TruncNormalByRejection: {
+      for (int64_t l = 0; l < kLanes; ++l) {  // the normal fill's values...
+        sample_normal_pair(s, w[0][l], w[1][l], out[4 * l + 0], out[4 * l + 1]);
+        sample_normal_pair(s, w[2][l], w[3][l], out[4 * l + 2], out[4 * l + 3]);
+      }
+      int32_t outside = 0;  // ...checked in one vectorized pass (an int reduction); redraws are rare
+      for (int64_t i = 0; i < kBlockF32; ++i) outside |= static_cast<int32_t>((out[i] < s.lo) | (out[i] > s.hi));
+      if (outside != 0) {
+        for (int64_t i = 0; i < kBlockF32; ++i) {
+          if (!(out[i] >= s.lo && out[i] <= s.hi)) out[i] = redraw_trunc_normal(s, key, g0 + i / 4, i % 4);
+        }
+      }
+      break;
+    }
   }
 }
 
 // 32 double samples for logical elements [2*g0, 2*g0 + 32).
-void generate_block_f64(const Sampler<double>& sampler, const Key& key, uint64_t g0, double* out) {
+void generate_block_f64(const Sampler<double>& sampler, const StreamKey& key, uint64_t g0, double* out) {
   const Sampler<double> s = sampler;
   uint32_t w[4][kLanes];
   philox_lanes(key, g0, w);
@@ -110,6 +120,13 @@ void generate_block_f64(const Sampler<double>& sampler, const Key& key, uint64_t
       case FillKind::TruncNormal:
         out[2 * l] = sample_trunc_normal(s, lane_words[0], lane_words[1]);
         out[2 * l + 1] = sample_trunc_normal(s, lane_words[2], lane_words[3]);
+        break;
+      case FillKind::TruncNormalByRejection:
+        sample_normal_pair(s, lane_words, out[2 * l], out[2 * l + 1]);
+        for (int j = 0; j < 2; ++j) {
+          double& x = out[2 * l + j];
+          if (!(x >= s.lo && x <= s.hi)) x = redraw_trunc_normal(s, key, g0 + l, j);
+        }
         break;
     }
   }
@@ -146,7 +163,7 @@ struct FillJob {
   at::Tensor tensor;
   Sampler<float> sampler_f32;
   Sampler<double> sampler_f64;
-  Key key;
+  StreamKey key;
   int64_t offset;       // logical index of the tensor's first element
   int64_t block_elems;  // kBlockF32 or kBlockF64
   int64_t first_block;  // global block holding logical index `offset`
@@ -213,7 +230,7 @@ FillJob make_job(const at::Tensor& t, FillKind kind, const double* params, uint6
   job.tensor = t;
   job.sampler_f32 = make_sampler<float>(kind, params);
   job.sampler_f64 = make_sampler<double>(kind, params);
-  job.key = Key{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(stream),
+  job.key = StreamKey{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(stream),
                 static_cast<uint32_t>(static_cast<uint64_t>(stream) >> 32)};
   job.offset = offset;
   job.block_elems = t.scalar_type() == at::kDouble ? kBlockF64 : kBlockF32;

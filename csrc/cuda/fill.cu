@@ -69,6 +69,8 @@ int64_t item_elems(DType dtype) {
   }
 }
 
+__device__ __forceinline__ StreamKey stream_key(const FillDesc& d) { return StreamKey{d.key0, d.key1, d.stream0, d.stream1}; }
+
 // The values of one item, for logical elements [first, first + kElems). `first` is a multiple
 // of the item size, so the item starts on a Philox block: counter first / 4 (32-bit types) or
 // first / 2 (double), as in common/fill_sampler.h.
@@ -94,6 +96,14 @@ __device__ __forceinline__ void sample_item_f32(const FillDesc& d, uint64_t firs
 #pragma unroll
         for (int j = 0; j < 4; ++j) out[j] = sample_trunc_normal(s, r.w[j]);
         break;
+      case FillKind::TruncNormalByRejection:
+        sample_normal_pair(s, r.w[0], r.w[1], out[0], out[1]);
+        sample_normal_pair(s, r.w[2], r.w[3], out[2], out[3]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if (!(out[j] >= s.lo && out[j] <= s.hi)) out[j] = redraw_trunc_normal(s, stream_key(d), g, j);
+        }
+        break;
     }
   }
 }
@@ -114,6 +124,13 @@ __device__ __forceinline__ void sample_item_f64(const FillDesc& d, uint64_t firs
     case FillKind::TruncNormal:
       v[0] = sample_trunc_normal(s, r.w[0], r.w[1]);
       v[1] = sample_trunc_normal(s, r.w[2], r.w[3]);
+      break;
+    case FillKind::TruncNormalByRejection:
+      sample_normal_pair(s, r.w, v[0], v[1]);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        if (!(v[j] >= s.lo && v[j] <= s.hi)) v[j] = redraw_trunc_normal(s, stream_key(d), g, j);
+      }
       break;
   }
 }
