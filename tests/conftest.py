@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import initkit
+from helpers import missing_extension
 
 
 def _ext_params():
@@ -27,9 +28,7 @@ def backend(request):
 def ext():
     """For behaviour that only the compiled extension has (Philox streams, opcheck, ...)."""
     if not initkit.ext_available():
-        if os.environ.get("INITKIT_REQUIRE_EXT") == "1":
-            pytest.fail(f"INITKIT_REQUIRE_EXT=1 but the extension is unavailable: {initkit.ext_error()}")
-        pytest.skip(f"extension unavailable: {initkit.ext_error()}")
+        missing_extension(f"the extension is unavailable: {initkit.ext_error()}")
     with initkit.use_backend("ext"):
         yield
 

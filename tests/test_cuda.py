@@ -7,12 +7,12 @@ cos differ by up to about 2 ulp, erfc (the truncated normal's Halley step) by up
 z = 0 that error is absolute, not relative. So they are compared in ulps of max(|x|, std).
 """
 
-import os
 
 import pytest
 import torch
 
 import initkit
+from helpers import missing_extension
 
 pytestmark = [
     pytest.mark.cuda,
@@ -34,9 +34,7 @@ DOUBLE_ULPS = {"normal_fill": 4, "trunc_normal_fill": 8}
 @pytest.fixture(autouse=True)
 def cuda_ext():
     if not initkit.ext_has_cuda():
-        if os.environ.get("INITKIT_REQUIRE_EXT") == "1":
-            pytest.fail(f"INITKIT_REQUIRE_EXT=1 but initkit has no CUDA kernels: {initkit.ext_error()}")
-        pytest.skip(f"initkit was built without CUDA kernels ({initkit.ext_error()})")
+        missing_extension(f"initkit was built without CUDA kernels ({initkit.ext_error()})")
     with initkit.use_backend("ext"):
         yield
 
