@@ -102,12 +102,31 @@ def test_compile_fullgraph_forward_backward(backend):
     torch.testing.assert_close(list(grads.values()), list(expected_grads.values()))
 
 
+def _cuda_torch_hints() -> list[str]:
+    """A CUDA build of LibTorch makes find_package(Torch) look for the CUDA toolkit (legacy
+    FindCUDA), even for a CPU-only consumer: point it at CUDA_HOME, and at torch's own NVRTC
+    where the toolkit has none (as CMakeLists.txt's header says)."""
+    if torch.version.cuda is None:
+        return []
+    from torch.utils import cpp_extension
+
+    toolkit = os.environ.get("CUDA_HOME") or cpp_extension.CUDA_HOME
+    if toolkit is None:
+        pytest.skip("torch is a CUDA build but no CUDA toolkit was found for LibTorch's CMake config")
+    hints = [f"-DCUDA_TOOLKIT_ROOT_DIR={toolkit}"]
+    if not list(Path(toolkit).glob("lib64/libnvrtc.so*")):
+        major = torch.version.cuda.split(".")[0]
+        nvrtc = Path(torch.__file__).parent.parent / "nvidia" / f"cu{major}" / "lib" / f"libnvrtc.so.{major}"
+        hints.append(f"-DCUDA_nvrtc_LIBRARY={nvrtc}")
+    return hints
+
+
 def _build_cpp_program(build_dir: Path) -> Path:
     if shutil.which("cmake") is None or (shutil.which("c++") is None and shutil.which("g++") is None):
         pytest.skip("cmake or a C++ compiler is missing: the LibTorch program cannot be built")
     prefix = torch.utils.cmake_prefix_path
     configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-DINITKIT_BUILD_CPP_TESTS=ON",
-                 f"-DCMAKE_PREFIX_PATH={prefix}"]
+                 f"-DCMAKE_PREFIX_PATH={prefix}", *_cuda_torch_hints()]
     for command in (configure, ["cmake", "--build", str(build_dir), "--target", "initkit_run_scripted",
                                 "-j", str(os.cpu_count() or 2)]):
         result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
