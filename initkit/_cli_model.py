@@ -147,8 +147,3 @@ def run_demo(args: argparse.Namespace) -> int:
             f"speedup {eager_s / fused_s:.2f}x, outputs equal: {same}"
         )
     return 0
-    fused = MLP([4, 5, 3, 2])
-    batch = torch.randn(256, 4)
-    fused_s, eager_s = _time_forward(fused, batch), _time_forward(model, batch)
-    print(f"batch 256: fused {fused_s * 1e6:.1f} us, eager {eager_s * 1e6:.1f} us, speedup {eager_s / fused_s:.2f}x")
-    return 0

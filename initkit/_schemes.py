@@ -1,9 +1,10 @@
 """Init schemes as data: what each scheme fills a tensor with, without filling it.
 
-`fill_spec(scheme, tensor, **args)` turns a scheme name and its torch.nn.init arguments into a
-`FillSpec`: the primitive fill (uniform / normal / trunc_normal, with the exact parameters that
-initkit.init's scheme functions compute, so the numbers match torch.nn.init's formulas) or a
-constant / orthogonal fill, plus the fan, gain, std and bound for reports. Only the tensor's
+The one place for the schemes' formulas (torch.nn.init's fan rule, gains, Xavier, Kaiming and
+JAX's variance scaling): initkit.init's scheme functions fill what these describe, and the
+model-level plans report them. `fill_spec(scheme, tensor, **args)` turns a scheme name and its
+torch.nn.init arguments into a `FillSpec`: the primitive fill (uniform / normal / trunc_normal)
+or a constant / orthogonal fill, plus the fan, gain, std and bound for reports. Only the tensor's
 shape is read, so meta tensors work.
 """
 
@@ -12,7 +13,12 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from . import init
+from ._torch_ref import calculate_gain
+
+# std of a standard normal truncated to [-2, 2]: JAX/TF's truncated-normal correction.
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+VARIANCE_SCALING_MODES = ("fan_in", "fan_out", "fan_avg")
+VARIANCE_SCALING_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 
 # The random primitives multi_fill_ takes; "constant" and "orthogonal" are filled separately.
 RANDOM_KINDS = ("uniform", "normal", "trunc_normal")
@@ -29,12 +35,28 @@ class FillSpec:
     bound: float | None = None  # |value| limit of uniform / truncated fills
 
 
-def _fans(tensor: Tensor) -> tuple[int, int]:
-    return init._calculate_fan_in_and_fan_out(tensor)
+def fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
+    """torch.nn.init's fan rule: fan_in = size(1) * receptive field, fan_out = size(0) * receptive field."""
+    if tensor.dim() < 2:
+        raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 dimensions")
+    receptive_field_size = 1
+    for s in tensor.shape[2:]:
+        receptive_field_size *= s
+    return tensor.size(1) * receptive_field_size, tensor.size(0) * receptive_field_size
+
+
+def correct_fan(tensor: Tensor, mode: str) -> int:
+    mode = mode.lower()
+    valid_modes = ["fan_in", "fan_out"]
+    if mode not in valid_modes:
+        raise ValueError(f"Mode {mode} not supported, please use one of {valid_modes}")
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    return fan_in if mode == "fan_in" else fan_out
+
 
 
 def _xavier(tensor: Tensor, gain: float, normal: bool) -> FillSpec:
-    fan_in, fan_out = _fans(tensor)
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     if normal:
         return FillSpec("normal", (0.0, std), fan_in, fan_out, gain, std)
@@ -43,9 +65,9 @@ def _xavier(tensor: Tensor, gain: float, normal: bool) -> FillSpec:
 
 
 def _kaiming(tensor: Tensor, a: float, mode: str, nonlinearity: str, normal: bool) -> FillSpec:
-    fan_in, fan_out = _fans(tensor)
-    fan = init._calculate_correct_fan(tensor, mode)
-    gain = init.calculate_gain(nonlinearity, a)
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    fan = correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
     std = gain / math.sqrt(fan)
     if normal:
         return FillSpec("normal", (0.0, std), fan_in, fan_out, gain, std)
@@ -69,18 +91,40 @@ def kaiming_normal(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinear
     return _kaiming(tensor, a, mode, nonlinearity, normal=True)
 
 
+def variance_scaling(
+    tensor: Tensor, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"
+) -> FillSpec:
+    """Variance scale / fan, as jax.nn.initializers.variance_scaling: the truncated normal is
+    N(0, s^2) cut at +-2s with s = sqrt(scale / fan) / 0.87962566103423978, so the samples'
+    variance is exactly scale / fan. The reported std is that of the samples."""
+    if not scale > 0:
+        raise ValueError(f"scale must be a positive float, got {scale}")
+    if mode not in VARIANCE_SCALING_MODES:
+        raise ValueError(f"Mode {mode} not supported, please use one of {list(VARIANCE_SCALING_MODES)}")
+    if distribution not in VARIANCE_SCALING_DISTRIBUTIONS:
+        raise ValueError(
+            f"Distribution {distribution} not supported, please use one of {list(VARIANCE_SCALING_DISTRIBUTIONS)}"
+        )
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+    std = math.sqrt(scale / max(fan, 1))  # fan is 0 only for zero-element tensors, which are not filled
+    gain = math.sqrt(scale)
+    if distribution == "truncated_normal":
+        s = std / TRUNCATED_NORMAL_STD
+        return FillSpec("trunc_normal", (0.0, s, -2.0 * s, 2.0 * s), fan_in, fan_out, gain, std, 2.0 * s)
+    if distribution == "normal":
+        return FillSpec("normal", (0.0, std), fan_in, fan_out, gain, std)
+    bound = math.sqrt(3.0) * std
+    return FillSpec("uniform", (-bound, bound), fan_in, fan_out, gain, std, bound)
+
+
 def lecun_normal(tensor: Tensor) -> FillSpec:
-    """Truncated normal with variance 1 / fan_in, as initkit.lecun_normal_ (JAX semantics)."""
-    fan_in, fan_out = _fans(tensor)
-    std = math.sqrt(1.0 / fan_in)
-    s = std / init.TRUNCATED_NORMAL_STD
-    return FillSpec("trunc_normal", (0.0, s, -2.0 * s, 2.0 * s), fan_in, fan_out, 1.0, std, 2.0 * s)
+    """Truncated normal with variance 1 / fan_in, as jax.nn.initializers.lecun_normal."""
+    return variance_scaling(tensor, 1.0, "fan_in", "truncated_normal")
 
 
 def lecun_uniform(tensor: Tensor) -> FillSpec:
-    fan_in, fan_out = _fans(tensor)
-    bound = math.sqrt(3.0 / fan_in)
-    return FillSpec("uniform", (-bound, bound), fan_in, fan_out, 1.0, bound / math.sqrt(3.0), bound)
+    return variance_scaling(tensor, 1.0, "fan_in", "uniform")
 
 
 def uniform(tensor: Tensor, a: float = 0.0, b: float = 1.0) -> FillSpec:
@@ -123,6 +167,7 @@ SCHEMES = {
     "kaiming_normal": kaiming_normal,
     "lecun_normal": lecun_normal,
     "lecun_uniform": lecun_uniform,
+    "variance_scaling": variance_scaling,
     "uniform": uniform,
     "normal": normal,
     "trunc_normal": trunc_normal,

@@ -10,13 +10,13 @@ torch.manual_seed() makes initkit reproducible and consecutive calls differ. On 
 backend the same functions run torch's own samplers and give exactly torch.nn.init's values.
 """
 
-import math
 import warnings
 
 import torch
 from torch import Tensor
 
-from . import _backend, _load, _torch_ref
+from . import _backend, _load, _schemes, _torch_ref
+from ._schemes import FillSpec
 
 __all__ = [
     "calculate_gain",
@@ -55,8 +55,6 @@ __all__ = [
 # Fill kinds, as numbered by the multi_fill op schema (csrc/initkit.cpp).
 FILL_KINDS = {"uniform": 0, "normal": 1, "trunc_normal": 2}
 _EXT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-# std of a standard normal truncated to [-2, 2]: JAX/TF's truncated-normal correction.
-TRUNCATED_NORMAL_STD = 0.87962566103423978
 _MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
 
 calculate_gain = _torch_ref.calculate_gain
@@ -123,6 +121,9 @@ def _trunc_normal(
     return tensor
 
 
+_PRIMITIVES = {"uniform": _uniform, "normal": _normal, "trunc_normal": _trunc_normal}
+
+
 # ---- torch.nn.init surface ------------------------------------------------------------------
 
 
@@ -155,38 +156,24 @@ def trunc_normal_(
     return _trunc_normal(tensor, mean, std, a, b, generator)
 
 
-def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
-    """torch.nn.init's fan rule: fan_in = size(1) * receptive field, fan_out = size(0) * receptive field."""
-    if tensor.dim() < 2:
-        raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 dimensions")
-    receptive_field_size = 1
-    for s in tensor.shape[2:]:
-        receptive_field_size *= s
-    return tensor.size(1) * receptive_field_size, tensor.size(0) * receptive_field_size
+# torch.nn.init's private fan helpers, which model code often calls through the module.
+_calculate_fan_in_and_fan_out = _schemes.fan_in_and_fan_out
+_calculate_correct_fan = _schemes.correct_fan
 
 
-def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
-    mode = mode.lower()
-    valid_modes = ["fan_in", "fan_out"]
-    if mode not in valid_modes:
-        raise ValueError(f"Mode {mode} not supported, please use one of {valid_modes}")
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    return fan_in if mode == "fan_in" else fan_out
+def _fill(tensor: Tensor, spec: FillSpec, generator: torch.Generator | None) -> Tensor:
+    """Run the primitive fill a scheme's FillSpec describes (bound/std computed once, one pass)."""
+    return _PRIMITIVES[spec.kind](tensor, *spec.params, generator)
 
 
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)). Equivalent PyTorch: torch.nn.init.xavier_uniform_."""
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    bound = math.sqrt(3.0) * std
-    return _uniform(tensor, -bound, bound, generator)
+    return _fill(tensor, _schemes.xavier_uniform(tensor, gain), generator)
 
 
 def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)). Equivalent PyTorch: torch.nn.init.xavier_normal_."""
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    return _normal(tensor, 0.0, std, generator)
+    return _fill(tensor, _schemes.xavier_normal(tensor, gain), generator)
 
 
 def kaiming_uniform_(
@@ -200,10 +187,7 @@ def kaiming_uniform_(
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    fan = _calculate_correct_fan(tensor, mode)
-    gain = calculate_gain(nonlinearity, a)
-    bound = math.sqrt(3.0) * (gain / math.sqrt(fan))
-    return _uniform(tensor, -bound, bound, generator)
+    return _fill(tensor, _schemes.kaiming_uniform(tensor, a, mode, nonlinearity), generator)
 
 
 def kaiming_normal_(
@@ -217,15 +201,10 @@ def kaiming_normal_(
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    fan = _calculate_correct_fan(tensor, mode)
-    gain = calculate_gain(nonlinearity, a)
-    return _normal(tensor, 0.0, gain / math.sqrt(fan), generator)
+    return _fill(tensor, _schemes.kaiming_normal(tensor, a, mode, nonlinearity), generator)
 
 
 # ---- additions: variance scaling (JAX/TF semantics) and LeCun --------------------------------
-
-_VS_MODES = ("fan_in", "fan_out", "fan_avg")
-_VS_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 
 
 def variance_scaling_(
@@ -242,25 +221,11 @@ def variance_scaling_(
     samples' variance is exactly scale / fan; "uniform" uses U(-sqrt(3 scale / fan), +...).
     Equivalent JAX: jax.nn.initializers.variance_scaling(scale, mode, distribution).
     """
-    if not scale > 0:
-        raise ValueError(f"scale must be a positive float, got {scale}")
-    if mode not in _VS_MODES:
-        raise ValueError(f"Mode {mode} not supported, please use one of {list(_VS_MODES)}")
-    if distribution not in _VS_DISTRIBUTIONS:
-        raise ValueError(f"Distribution {distribution} not supported, please use one of {list(_VS_DISTRIBUTIONS)}")
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    spec = _schemes.variance_scaling(tensor, scale, mode, distribution)  # validates the arguments
     if tensor.numel() == 0:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
-    variance = scale / fan
-    if distribution == "truncated_normal":
-        std = math.sqrt(variance) / TRUNCATED_NORMAL_STD
-        return _trunc_normal(tensor, 0.0, std, -2.0 * std, 2.0 * std, generator)
-    if distribution == "normal":
-        return _normal(tensor, 0.0, math.sqrt(variance), generator)
-    bound = math.sqrt(3.0 * variance)
-    return _uniform(tensor, -bound, bound, generator)
+    return _fill(tensor, spec, generator)
 
 
 def lecun_normal_(tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -313,9 +278,8 @@ def multi_fill_(
             streams = list(range(first_stream, first_stream + len(tensors)))
             torch.ops.initkit.multi_fill(tensors, kinds, flat, key, streams)
         return tensors
-    primitives = {"uniform": _uniform, "normal": _normal, "trunc_normal": _trunc_normal}
     for tensor, (kind, params) in zip(tensors, fills):
-        primitives[kind](tensor, *params, generator)
+        _PRIMITIVES[kind](tensor, *params, generator)
     return tensors
 
 
