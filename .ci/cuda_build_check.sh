@@ -7,13 +7,7 @@ set -euo pipefail
 venv=$(realpath -m "${1:?usage: .ci/cuda_build_check.sh VENV_DIR}")  # absolute: the script changes folders
 cd "$(dirname "$0")/.."
 
-# torch guesses CUDA_HOME from `which nvcc`, wrong when nvcc is a wrapper: pick a real toolkit.
-for dir in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-*; do
-  if [ -n "$dir" ] && [ -f "$dir/include/cuda_runtime.h" ] && [ -x "$dir/bin/nvcc" ]; then
-    export CUDA_HOME=$dir
-    break
-  fi
-done
+. tools/find_cuda_home.sh
 [ -n "${CUDA_HOME:-}" ] || { echo "no CUDA toolkit found (set CUDA_HOME)"; exit 1; }
 
 python3 -m venv --clear "$venv"

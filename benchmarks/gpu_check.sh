@@ -8,13 +8,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 py=${PYTHON:-python3}
 
-# torch guesses CUDA_HOME from `which nvcc`, wrong when nvcc is a wrapper: pick a real toolkit.
-for dir in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-*; do
-  if [ -n "$dir" ] && [ -f "$dir/include/cuda_runtime.h" ] && [ -x "$dir/bin/nvcc" ]; then
-    export CUDA_HOME=$dir
-    break
-  fi
-done
+. tools/find_cuda_home.sh
 echo "== $("$py" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'), CUDA_HOME=${CUDA_HOME:-none}"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null
 

@@ -60,6 +60,18 @@ inline void philox_lanes(const StreamKey& key, uint64_t g0, uint32_t (&words)[4]
 constexpr int64_t kBlockF32 = kLanes * 4;  // elements per block, 32-bit compute types
 constexpr int64_t kBlockF64 = kLanes * 2;  // elements per block, double
 
+// A wide truncated normal: replace the block's out-of-bounds normals by their redraws. The
+// check is one vectorized pass (an int reduction; inlined so it gets the caller's ISA); redraws
+// are rare.
+C10_ALWAYS_INLINE void redraw_outside_bounds(const Sampler<float>& s, const StreamKey& key, uint64_t g0, float* out) {
+  int32_t outside = 0;
+  for (int64_t i = 0; i < kBlockF32; ++i) outside |= static_cast<int32_t>((out[i] < s.lo) | (out[i] > s.hi));
+  if (outside == 0) return;
+  for (int64_t i = 0; i < kBlockF32; ++i) {
+    if (!(out[i] >= s.lo && out[i] <= s.hi)) out[i] = redraw_trunc_normal(s, key, g0 + i / 4, i % 4);
+  }
+}
+
 // 64 float samples for logical elements [4*g0, 4*g0 + 64).
 INITKIT_MULTIVERSION
 void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, float* out) {
@@ -72,10 +84,12 @@ void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uin
         for (int j = 0; j < 4; ++j) out[4 * l + j] = sample_uniform(s, w[j][l]);
       break;
     case FillKind::Normal:
+    case FillKind::TruncNormalByRejection:  // the normal fill's values, then rare redraws
       for (int64_t l = 0; l < kLanes; ++l) {
         sample_normal_pair(s, w[0][l], w[1][l], out[4 * l + 0], out[4 * l + 1]);
         sample_normal_pair(s, w[2][l], w[3][l], out[4 * l + 2], out[4 * l + 3]);
       }
+      if (s.kind == FillKind::TruncNormalByRejection) redraw_outside_bounds(s, key, g0, out);
       break;
     case FillKind::TruncNormal: {
       float v[4][kLanes];  // lane-contiguous first (vectorizes), then interleaved into `out`
@@ -83,20 +97,6 @@ void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uin
         for (int64_t l = 0; l < kLanes; ++l) v[j][l] = sample_trunc_normal(s, w[j][l]);
       for (int64_t l = 0; l < kLanes; ++l)
         for (int j = 0; j < 4; ++j) out[4 * l + j] = v[j][l];
-      break;
-    }
-    case FillKind::TruncNormalByRejection: {
-      for (int64_t l = 0; l < kLanes; ++l) {  // the normal fill's values...
-        sample_normal_pair(s, w[0][l], w[1][l], out[4 * l + 0], out[4 * l + 1]);
-        sample_normal_pair(s, w[2][l], w[3][l], out[4 * l + 2], out[4 * l + 3]);
-      }
-      int32_t outside = 0;  // ...checked in one vectorized pass (an int reduction); redraws are rare
-      for (int64_t i = 0; i < kBlockF32; ++i) outside |= static_cast<int32_t>((out[i] < s.lo) | (out[i] > s.hi));
-      if (outside != 0) {
-        for (int64_t i = 0; i < kBlockF32; ++i) {
-          if (!(out[i] >= s.lo && out[i] <= s.hi)) out[i] = redraw_trunc_normal(s, key, g0 + i / 4, i % 4);
-        }
-      }
       break;
     }
   }

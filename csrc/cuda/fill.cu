@@ -89,20 +89,19 @@ __device__ __forceinline__ void sample_item_f32(const FillDesc& d, uint64_t firs
         for (int j = 0; j < 4; ++j) out[j] = sample_uniform(s, r.w[j]);
         break;
       case FillKind::Normal:
+      case FillKind::TruncNormalByRejection:  // the normal fill's values, then rare redraws
         sample_normal_pair(s, r.w[0], r.w[1], out[0], out[1]);
         sample_normal_pair(s, r.w[2], r.w[3], out[2], out[3]);
+        if (s.kind == FillKind::TruncNormalByRejection) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            if (!(out[j] >= s.lo && out[j] <= s.hi)) out[j] = redraw_trunc_normal(s, stream_key(d), g, j);
+          }
+        }
         break;
       case FillKind::TruncNormal:
 #pragma unroll
         for (int j = 0; j < 4; ++j) out[j] = sample_trunc_normal(s, r.w[j]);
-        break;
-      case FillKind::TruncNormalByRejection:
-        sample_normal_pair(s, r.w[0], r.w[1], out[0], out[1]);
-        sample_normal_pair(s, r.w[2], r.w[3], out[2], out[3]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          if (!(out[j] >= s.lo && out[j] <= s.hi)) out[j] = redraw_trunc_normal(s, stream_key(d), g, j);
-        }
         break;
     }
   }
