@@ -18,6 +18,8 @@
 #include <algorithm>
 #include <optional>
 
+#include "multiversion.h"
+
 namespace initkit {
 namespace cpu {
 
@@ -26,13 +28,6 @@ namespace cpu {
 constexpr int64_t kTinyMacs = 8192;
 constexpr int64_t kTinyRowMacs = 131072;
 constexpr int64_t kReluGrain = 32768;  // elements per task of the clamp
-
-// Multiversioning (as in fill.cpp): AVX-512, AVX2 and baseline x86-64 clones, picked at load time.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define INITKIT_DENSE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define INITKIT_DENSE_MULTIVERSION
-#endif
 
 // out[m, n] = relu?(dot(x[m, :], w[n, :]) + b[n]) for contiguous rows. kLanes independent
 // partial sums: they vectorize (one AVX-512 register of floats) and break the serial dependency.
@@ -65,12 +60,12 @@ C10_ALWAYS_INLINE void tiny_dense(const T* x, const T* w, const T* b, T* out, in
   }
 }
 
-INITKIT_DENSE_MULTIVERSION inline void tiny_dense_isa(const float* x, const float* w, const float* b, float* out,
+INITKIT_MULTIVERSION inline void tiny_dense_isa(const float* x, const float* w, const float* b, float* out,
                                                       int64_t rows, int64_t outs, int64_t ins, bool relu) {
   tiny_dense(x, w, b, out, rows, outs, ins, relu);
 }
 
-INITKIT_DENSE_MULTIVERSION inline void tiny_dense_isa(const double* x, const double* w, const double* b, double* out,
+INITKIT_MULTIVERSION inline void tiny_dense_isa(const double* x, const double* w, const double* b, double* out,
                                                       int64_t rows, int64_t outs, int64_t ins, bool relu) {
   tiny_dense(x, w, b, out, rows, outs, ins, relu);
 }
@@ -90,11 +85,11 @@ void relu_span(T* data, int64_t n) {  // half, bfloat16
   }
 }
 
-INITKIT_DENSE_MULTIVERSION inline void relu_span(float* data, int64_t n) {
+INITKIT_MULTIVERSION inline void relu_span(float* data, int64_t n) {
   for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0f ? 0.0f : data[i];
 }
 
-INITKIT_DENSE_MULTIVERSION inline void relu_span(double* data, int64_t n) {
+INITKIT_MULTIVERSION inline void relu_span(double* data, int64_t n) {
   for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0 ? 0.0 : data[i];
 }
 

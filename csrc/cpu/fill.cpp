@@ -15,20 +15,12 @@
 
 #include "../common/fill_sampler.h"
 #include "../common/fill_ops.h"
+#include "multiversion.h"
 
 namespace initkit {
 namespace {
 
 constexpr int64_t kLanes = 16;  // Philox blocks generated together (one AVX-512 register)
-
-// Runtime ISA dispatch: the generators are compiled for AVX-512, AVX2 and baseline x86-64
-// and picked at load time, so a build tuned here still runs on any x86-64. FP contraction
-// is off for the whole build (setup.py, CMakeLists.txt), so every clone gives the same bits.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define INITKIT_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define INITKIT_MULTIVERSION
-#endif
 
 // Philox4x32-10 (the same function as common/philox.h) for counters g0 .. g0+kLanes-1, stored
 // word-major: words[j][lane]. The 32-bit words live in 64-bit lanes so that the 32x32->64
