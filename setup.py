@@ -11,6 +11,7 @@ MAX_JOBS              parallel compile jobs (ninja)
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,9 +31,18 @@ def torch_minor() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-SUPPORTED_TORCH = ((2, 11), (2, 14))
-if not SUPPORTED_TORCH[0] <= torch_minor() <= SUPPORTED_TORCH[1]:
-    raise SystemExit(f"initkit supports torch 2.11 to 2.14, found {torch.__version__}: install a supported torch first, then pip install .")
+# Tested range. Older torch lacks APIs initkit uses; a newer one is tried, with a warning.
+SUPPORTED_TORCH = ((2, 11), (2, 15))
+if torch_minor() < SUPPORTED_TORCH[0]:
+    raise SystemExit(f"initkit needs torch >= 2.11, found {torch.__version__}: install a newer torch first, then pip install .")
+if torch_minor() > SUPPORTED_TORCH[1]:
+    warnings.warn(f"initkit is tested with torch 2.11 to 2.15; building against the untested torch {torch.__version__}")
+
+
+def build_config(key: str) -> list[str]:
+    """The values of `key` in csrc/build_config.txt (shared with CMakeLists.txt)."""
+    lines = (CSRC / "build_config.txt").read_text().splitlines()
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith(key + ":")]
 
 
 def with_cuda() -> bool:
@@ -55,29 +65,38 @@ def check_cuda_toolkit() -> None:
 
 
 def sources(cuda: bool) -> list[str]:
-    files = [f for folder in ("", "cpu/", "autograd/", "autocast/") for f in sorted(CSRC.glob(folder + "*.cpp"))]
+    globs = build_config("cpu_sources") + build_config("python_sources")
     if cuda:
-        files += sorted(CSRC.glob("cuda/*.cu")) + sorted(CSRC.glob("cuda/*.cpp"))
+        globs += build_config("cuda_sources")
+    files = sorted({f for pattern in globs for f in ROOT.glob(pattern)})
     return [str(f.relative_to(ROOT)) for f in files]  # setuptools wants relative paths
 
 
-def write_build_info(cuda: bool, archs: str | None) -> None:
-    info = ROOT / "initkit" / "_build_info.py"
-    info.write_text(
-        '"""Written by setup.py at build time: what initkit._C was compiled against."""\n'
-        f"torch_version = {torch.__version__!r}\n"
-        f"cuda_version = {torch.version.cuda if cuda else None!r}\n"
-        f"with_cuda = {cuda!r}\n"
-        f"cuda_arch_list = {archs!r}\n"
-    )
+class BuildExt(cpp_extension.BuildExtension):
+    """Also writes initkit/_build_info.py next to the compiled _C (in the build output, never a
+    stale copy in the source tree): what _C was compiled against, checked by initkit/_ext/load.py."""
+
+    def run(self):
+        super().run()  # (an up-to-date _C is not rebuilt, but its build info is still written)
+        for ext in self.extensions:
+            self.write_build_info(ext)
+
+    def write_build_info(self, ext) -> None:
+        info = Path(self.get_ext_fullpath(ext.name)).parent / "_build_info.py"
+        info.write_text(
+            '"""Written by setup.py at build time: what initkit._C was compiled against."""\n'
+            f"torch_version = {torch.__version__!r}\n"
+            f"cuda_version = {ext.initkit_cuda_version!r}\n"
+            f"with_cuda = {ext.initkit_cuda_version is not None!r}\n"
+            f"cuda_arch_list = {ext.initkit_cuda_archs!r}\n"
+        )
 
 
 def extension():
     cuda = with_cuda()
     cxx_std = "-std=c++20" if torch_minor() >= (2, 13) else "-std=c++17"
     opt = ["-O0", "-g"] if env_flag("INITKIT_DEBUG") else ["-O3"]
-    # No FP contraction: the fill math must round identically on every ISA clone and on CUDA.
-    cxx = [*opt, cxx_std, "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-DPy_LIMITED_API=0x030A0000"]
+    cxx = [*opt, cxx_std, "-fopenmp", *build_config("cxx_flags"), "-DPy_LIMITED_API=0x030A0000"]
     if env_flag("INITKIT_NATIVE"):
         cxx.append("-march=native")
     kwargs = dict(
@@ -93,13 +112,14 @@ def extension():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST")
-        nvcc = [*opt, cxx_std, "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo", "-DINITKIT_WITH_CUDA"]
+        nvcc = [*opt, cxx_std, *build_config("nvcc_flags"), "-lineinfo", "-DINITKIT_WITH_CUDA"]
         kwargs["extra_compile_args"] = {"cxx": [*cxx, "-DINITKIT_WITH_CUDA"], "nvcc": nvcc}
         ext = cpp_extension.CUDAExtension(**kwargs)
     else:
         kwargs["extra_compile_args"] = {"cxx": cxx}
         ext = cpp_extension.CppExtension(**kwargs)
-    write_build_info(cuda, archs)
+    ext.initkit_cuda_version = torch.version.cuda if cuda else None
+    ext.initkit_cuda_archs = archs
     print(
         f"initkit build: torch {torch.__version__}, CUDA {'on (' + str(torch.version.cuda) + ', archs ' + str(archs) + ')' if cuda else 'off'}, "
         f"{len(kwargs['sources'])} sources"
@@ -111,6 +131,6 @@ ext_modules = [] if os.environ.get("INITKIT_BUILD_EXT", "1") == "0" else [extens
 
 setup(
     ext_modules=ext_modules,
-    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    cmdclass={"build_ext": BuildExt},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -20,14 +20,13 @@ export INITKIT_REQUIRE_EXT=1
 (cd "$venv" && "$venv/bin/python" - <<'PY'
 import torch
 import initkit
-from initkit import _build_info
 
 assert torch.version.cuda, f"expected a CUDA build of torch, got {torch.__version__}"
-assert initkit.ext_available() and _build_info.with_cuda, f"no CUDA build: {initkit.ext_error()}"
+assert initkit.ext_available() and initkit.ext_has_cuda(), f"no CUDA build: {initkit.ext_error()}"
 for op in ("uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill"):
     for key in ("CPU", "CUDA"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"initkit::{op}", key), f"initkit::{op} has no {key} kernel"
-print(f"initkit CUDA build OK: torch {torch.__version__}, archs {_build_info.cuda_arch_list}")
+print(f"initkit CUDA build OK: torch {torch.__version__}, archs {initkit.build_info()['cuda_arch_list']}")
 PY
 )
 # From tests/ for the same reason: some tests start `python -c` subprocesses in the cwd.

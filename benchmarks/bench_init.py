@@ -9,7 +9,7 @@ bench` prints the same comparison as ratios.
 import pytest
 import torch
 
-from initkit import _bench
+from initkit.bench import fills as _bench
 
 SHAPE_IDS = ["x".join(map(str, s)) for s in _bench.SHAPES]
 

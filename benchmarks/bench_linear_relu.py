@@ -9,7 +9,7 @@ Each benchmark.group holds one shape and pass, so a table compares like with lik
 
 Under --benchmark-disable (the smoke run) each body runs once; the shapes with more than
 LARGE_MACS multiply-adds and all torch.compile cases but one are skipped there, to keep it fast.
-For a ratio table without pytest: `python -c "from initkit import _bench_linear as b; print(b.format_rows(b.rows()))"`.
+For a ratio table without pytest: `python -c "from initkit.bench import dense as b; print(b.format_rows(b.rows()))"`.
 """
 
 import pytest
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import initkit
-from initkit import _bench_linear
+from initkit.bench import dense as _bench_linear
 
 LARGE_MACS = 2**26  # batch * width * width above this: timed only with benchmarks enabled
 SMOKE_COMPILE_SHAPE = (32, 64)

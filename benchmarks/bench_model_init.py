@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import initkit
-from initkit._bench_model import GPT2Config, gpt2_on_meta, materialize_peak_rss, torch_reinit
+from initkit.bench.gpt2 import GPT2Config, gpt2_on_meta
+from initkit.bench.models import materialize_peak_rss, torch_reinit
 
 IMPLS = ("initkit", "torch")
 

@@ -3,37 +3,23 @@
 Rows: each fill on a 1 GiB float32 tensor (GB/s written, % of zero_'s bandwidth, speedup over
 torch's own fill); CPU == CUDA identity per kind and dtype; the GPT-2-small parameter list
 filled by one multi_fill_ against a per-tensor torch.nn.init loop. Times are medians of
-CUDA-event timings after warmup. Targets: fills >= 90% of zero_ and >= 1.0x torch's
+synchronized blocks of back-to-back calls after warmup. Targets: fills >= 90% of zero_ and >= 1.0x torch's
 uniform_/normal_, trunc_normal_ >= 5x torch's, the multi fill >= 5x the loop.
 """
 
-import statistics
 import sys
 
 import torch
 
 import initkit
-from initkit import _build_info
+from initkit.bench.timing import median_seconds
 
 GIB = 1 << 30
 
 
-def time_ms(fn, repeats: int = 10, calls: int = 5, warmup: int = 3) -> float:
-    """Median over `repeats` of the mean time of `calls` back-to-back calls, so that host
-    overhead only counts where it exceeds the GPU work (as in a real init loop)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return statistics.median(times)
+def time_ms(fn) -> float:
+    """Median milliseconds per call of back-to-back calls (initkit.bench.timing, CUDA-synchronized)."""
+    return median_seconds({"fn": fn}, budget_s=0.3, sync=torch.cuda.synchronize)["fn"] * 1e3
 
 
 def fill_rows(rows: list[list[str]]) -> None:
@@ -117,7 +103,7 @@ def main() -> int:
     if not (torch.cuda.is_available() and initkit.ext_has_cuda()):
         print(f"gpu_report: needs a GPU and initkit's CUDA kernels (ext error: {initkit.ext_error()})")
         return 1
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, initkit built for {_build_info.cuda_arch_list}")
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, initkit built for {initkit.build_info()['cuda_arch_list']}")
     rows = [["case", "time", "throughput", "vs zero_", "vs torch"]]
     fill_rows(rows)
     identity_rows(rows)

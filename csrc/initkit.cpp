@@ -1,6 +1,6 @@
 // The one TORCH_LIBRARY block of the initkit namespace: every op schema lives here.
 // Kernels are registered per backend with TORCH_LIBRARY_IMPL (cpu/, cuda/); fake kernels for
-// torch.compile and torch.export are registered in Python by initkit._meta.
+// torch.compile and torch.export are registered in Python by initkit/_ext/fake_kernels.py.
 #include <torch/library.h>
 
 #include "common/philox.h"
@@ -23,7 +23,7 @@ std::vector<int64_t> philox4x32_10_words(c10::IntArrayRef counter, c10::IntArray
 }  // namespace initkit
 
 TORCH_LIBRARY(initkit, m) {
-  m.set_python_module("initkit._meta");
+  m.set_python_module("initkit._ext.fake_kernels");
   // In-place fills. `seed` is the Philox key as a one-element int64 CPU tensor; `stream`
   // selects an independent random stream; `offset` is the logical index of the first element
   // (a shard of a larger tensor gets exactly the values of that part of the whole).

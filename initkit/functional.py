@@ -13,17 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _backend, _load
-from ._linear_checks import check_linear, check_mlp
+from ._ext.backend import handles
+from ._ext.checks import check_linear, check_mlp
 
 __all__ = ["linear_relu", "mlp"]
-
-
-def _runs_on_ext(input: Tensor) -> bool:
-    # Tensor.is_cpu & co. rather than device.type: this runs on every call of the modules.
-    if _backend.backend() != "ext":
-        return False
-    return input.is_cpu or input.is_meta or (input.is_cuda and _load.ext_has_cuda())
 
 
 def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
@@ -34,7 +27,7 @@ def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
         F.relu(F.linear(input, weight, bias))
     """
     if not torch.jit.is_scripting():
-        if not _runs_on_ext(input):
+        if not handles(input):
             check_linear("linear_relu", input, weight, bias)
             return F.relu(F.linear(input, weight, bias))
     return torch.ops.initkit.linear_relu(input, weight, bias)
@@ -51,7 +44,7 @@ def mlp(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) ->
                 input = F.relu(input)
     """
     if not torch.jit.is_scripting():
-        if not _runs_on_ext(input):
+        if not handles(input):
             check_mlp("mlp", input, weights, biases)
             return _mlp_by_layers(input, weights, biases, fused=False)
         if torch.jit.is_tracing():

@@ -15,8 +15,10 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import _backend, _load, _schemes, _torch_ref
-from ._schemes import FillSpec
+from . import schemes
+from ._ext import torch_fallback
+from ._ext.backend import handles
+from .schemes import FillSpec
 
 __all__ = [
     "calculate_gain",
@@ -54,29 +56,19 @@ __all__ = [
 
 # Fill kinds, as numbered by the multi_fill op schema (csrc/initkit.cpp).
 FILL_KINDS = {"uniform": 0, "normal": 1, "trunc_normal": 2}
-_EXT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
 
-calculate_gain = _torch_ref.calculate_gain
-constant_ = _torch_ref.constant_
-ones_ = _torch_ref.ones_
-zeros_ = _torch_ref.zeros_
-eye_ = _torch_ref.eye_
-dirac_ = _torch_ref.dirac_
-orthogonal_ = _torch_ref.orthogonal_
-sparse_ = _torch_ref.sparse_
+calculate_gain = torch_fallback.calculate_gain
+constant_ = torch_fallback.constant_
+ones_ = torch_fallback.ones_
+zeros_ = torch_fallback.zeros_
+eye_ = torch_fallback.eye_
+dirac_ = torch_fallback.dirac_
+orthogonal_ = torch_fallback.orthogonal_
+sparse_ = torch_fallback.sparse_
 
 
 # ---- the three primitive fills ------------------------------------------------------------
-
-
-def _runs_on_ext(tensor: Tensor) -> bool:
-    if _backend.backend() != "ext" or tensor.dtype not in _EXT_DTYPES:
-        return False  # the torch path raises torch's own errors for other dtypes
-    if torch.overrides.has_torch_function_unary(tensor):
-        return False  # tensor subclasses (DTensor, ...) keep torch's own handling
-    device = tensor.device.type
-    return device in ("cpu", "meta") or (device == "cuda" and _load.ext_has_cuda())
 
 
 def new_seed(generator: torch.Generator | None = None) -> Tensor:
@@ -88,16 +80,16 @@ def new_seed(generator: torch.Generator | None = None) -> Tensor:
 
 
 def _uniform(tensor: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
-    if not _runs_on_ext(tensor):
-        return _torch_ref.uniform_(tensor, low, high, generator=generator)
+    if not handles(tensor):
+        return torch_fallback.uniform_(tensor, low, high, generator=generator)
     with torch.no_grad():
         torch.ops.initkit.uniform_fill(tensor, float(low), float(high), new_seed(generator))
     return tensor
 
 
 def _normal(tensor: Tensor, mean: float, std: float, generator: torch.Generator | None) -> Tensor:
-    if not _runs_on_ext(tensor):
-        return _torch_ref.normal_(tensor, mean, std, generator=generator)
+    if not handles(tensor):
+        return torch_fallback.normal_(tensor, mean, std, generator=generator)
     with torch.no_grad():
         torch.ops.initkit.normal_fill(tensor, float(mean), float(std), new_seed(generator))
     return tensor
@@ -108,8 +100,8 @@ def _trunc_normal(
 ) -> Tensor:
     if not std >= 0:  # torch.nn.init.trunc_normal_ silently accepts these and returns garbage
         raise RuntimeError(f"trunc_normal_ expects std >= 0.0, but found std {std}")
-    if not _runs_on_ext(tensor):
-        return _torch_ref.trunc_normal_(tensor, mean, std, a, b, generator=generator)
+    if not handles(tensor):
+        return torch_fallback.trunc_normal_(tensor, mean, std, a, b, generator=generator)
     if (mean < a - 2 * std) or (mean > b + 2 * std):
         warnings.warn(
             "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
@@ -157,8 +149,8 @@ def trunc_normal_(
 
 
 # torch.nn.init's private fan helpers, which model code often calls through the module.
-_calculate_fan_in_and_fan_out = _schemes.fan_in_and_fan_out
-_calculate_correct_fan = _schemes.correct_fan
+_calculate_fan_in_and_fan_out = schemes.fan_in_and_fan_out
+_calculate_correct_fan = schemes.correct_fan
 
 
 def _fill(tensor: Tensor, spec: FillSpec, generator: torch.Generator | None) -> Tensor:
@@ -168,12 +160,12 @@ def _fill(tensor: Tensor, spec: FillSpec, generator: torch.Generator | None) -> 
 
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)). Equivalent PyTorch: torch.nn.init.xavier_uniform_."""
-    return _fill(tensor, _schemes.xavier_uniform(tensor, gain), generator)
+    return _fill(tensor, schemes.xavier_uniform(tensor, gain), generator)
 
 
 def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)). Equivalent PyTorch: torch.nn.init.xavier_normal_."""
-    return _fill(tensor, _schemes.xavier_normal(tensor, gain), generator)
+    return _fill(tensor, schemes.xavier_normal(tensor, gain), generator)
 
 
 def kaiming_uniform_(
@@ -187,7 +179,7 @@ def kaiming_uniform_(
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    return _fill(tensor, _schemes.kaiming_uniform(tensor, a, mode, nonlinearity), generator)
+    return _fill(tensor, schemes.kaiming_uniform(tensor, a, mode, nonlinearity), generator)
 
 
 def kaiming_normal_(
@@ -201,7 +193,7 @@ def kaiming_normal_(
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    return _fill(tensor, _schemes.kaiming_normal(tensor, a, mode, nonlinearity), generator)
+    return _fill(tensor, schemes.kaiming_normal(tensor, a, mode, nonlinearity), generator)
 
 
 # ---- additions: variance scaling (JAX/TF semantics) and LeCun --------------------------------
@@ -221,7 +213,7 @@ def variance_scaling_(
     samples' variance is exactly scale / fan; "uniform" uses U(-sqrt(3 scale / fan), +...).
     Equivalent JAX: jax.nn.initializers.variance_scaling(scale, mode, distribution).
     """
-    spec = _schemes.variance_scaling(tensor, scale, mode, distribution)  # validates the arguments
+    spec = schemes.variance_scaling(tensor, scale, mode, distribution)  # validates the arguments
     if tensor.numel() == 0:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
@@ -271,7 +263,7 @@ def multi_fill_(
         kinds.append(FILL_KINDS[kind])
         flat.extend(float(p) for p in params)
         flat.extend([0.0] * (4 - expected))
-    on_ext = [_runs_on_ext(t) for t in tensors]
+    on_ext = [handles(t) for t in tensors]
     if tensors and all(on_ext) and len({t.device for t in tensors}) == 1:
         with torch.no_grad():
             key = new_seed(generator) if seed is None else seed

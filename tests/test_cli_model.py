@@ -1,13 +1,12 @@
-"""The demo / summary / diagnose subcommands (initkit/_cli_model.py)."""
+"""The demo / summary / diagnose subcommands (initkit/cli.py)."""
 
-import argparse
 import importlib.util
 import subprocess
 import sys
 
 import pytest
 
-from initkit import _cli_model
+from initkit import cli
 
 FACTORY_MODULE = """
 from torch import nn
@@ -20,10 +19,7 @@ not_a_model = 3
 
 
 def _run(argv):
-    parser = argparse.ArgumentParser(prog="initkit")
-    _cli_model.add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    return cli.main(argv)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import initkit
-from initkit._diagnose import depth_mlp
+from initkit.model.diagnose import depth_mlp
 
 # Width 64 keeps these fast; the effects are the same at any width.
 SMALL = {"width": 64, "batch": 128}

@@ -10,7 +10,7 @@ from scipy import stats
 from torch import nn
 
 import initkit
-from initkit import _model
+from initkit.model import apply as model_apply
 
 
 def _mlp_with_every_activation():
@@ -252,8 +252,8 @@ class _FakeTerminal(io.StringIO):
 
 def test_progress_bar_only_on_a_terminal_and_same_numbers(backend, monkeypatch):
     def run(stderr, threshold):
-        monkeypatch.setattr(_model, "PROGRESS_MIN_PARAMS", threshold)
-        monkeypatch.setattr(_model, "_PROGRESS_CHUNK_ELEMENTS", 1000)  # several pieces
+        monkeypatch.setattr(model_apply, "PROGRESS_MIN_PARAMS", threshold)
+        monkeypatch.setattr(model_apply, "_PROGRESS_CHUNK_ELEMENTS", 1000)  # several pieces
         monkeypatch.setattr("sys.stderr", stderr)
         model = _mlp_with_every_activation()
         initkit.initialize(model, generator=torch.Generator().manual_seed(9))

@@ -9,7 +9,7 @@ from torch import nn
 
 import initkit
 from helpers import run_python
-from initkit._bench_model import GPT2Config, GPT2LMHeadModel, gpt2_on_meta
+from initkit.bench.gpt2 import GPT2Config, GPT2LMHeadModel, gpt2_on_meta
 
 TINY = GPT2Config(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=4)
 

@@ -8,11 +8,10 @@ from helpers import run_python
 
 
 def test_extension_loaded_and_records_its_torch(ext):
-    from initkit import _build_info
-
     assert initkit.ext_error() is None
     assert initkit.backend() == "ext"
-    assert _build_info.torch_version.split("+")[0].split(".")[:2] == torch.__version__.split("+")[0].split(".")[:2]
+    built_for = initkit.build_info()["torch_version"]
+    assert built_for.split("+")[0].split(".")[:2] == torch.__version__.split("+")[0].split(".")[:2]
 
 
 def test_backend_env_forces_torch():

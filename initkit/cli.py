@@ -1,7 +1,7 @@
-"""`python -m initkit` subcommands for models: demo, summary, diagnose.
+"""The command line: `initkit <command>` (also `python -m initkit`): demo, summary, diagnose, bench.
 
-initkit/__main__.py calls add_subcommands(subparsers); each subcommand sets `handler`, a function
-taking the parsed arguments and returning the exit status.
+Each subcommand sets `handler`, a function taking the parsed arguments and returning the exit
+status.
 """
 
 import argparse
@@ -9,15 +9,20 @@ import importlib
 import os
 import sys
 import tempfile
-import time
 
 import torch
 from torch import nn
 
-from . import _diagnose, _model, _summary
+from .bench.timing import median_seconds
+from .model import diagnose as _diagnose
+from .model import summary as _summary
+from .model.apply import initialize
+from .model.fuse import fuse
 
 
-def add_subcommands(subparsers) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="initkit", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
     demo = subparsers.add_parser("demo", help="init, summary, TorchScript and fused vs eager on a tiny MLP")
     demo.set_defaults(handler=run_demo)
 
@@ -36,6 +41,13 @@ def add_subcommands(subparsers) -> None:
     diagnose.add_argument("--batch", type=int, default=256)
     diagnose.add_argument("--plot", metavar="PNG", help="also save a plot (needs matplotlib)")
     diagnose.set_defaults(handler=run_diagnose)
+
+    bench = subparsers.add_parser("bench", help="compare initkit's fills and fused layers with torch and the floors")
+    bench.add_argument("--budget", type=float, default=0.9, help="seconds of timing per fill comparison")
+    bench.add_argument("--markdown", action="store_true", help="print the README's table format")
+    bench.add_argument("--quick", action="store_true", help="fewer Linear+ReLU shapes")
+    bench.set_defaults(handler=run_bench)
+    return parser
 
 
 def _load_factory(target: str):
@@ -93,21 +105,12 @@ def run_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _time_forward(module: nn.Module, x: torch.Tensor, repeats: int = 200) -> float:
-    with torch.no_grad():
-        module(x)  # warm-up
-        start = time.perf_counter()
-        for _ in range(repeats):
-            module(x)
-    return (time.perf_counter() - start) / repeats
-
-
 def run_demo(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     print("== 1. A 4 -> 5 -> 3 -> 2 MLP, Kaiming init in one pass ==")
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
     policy = "kaiming_normal"
-    plan = _model.initialize(model, policy)
+    plan = initialize(model, policy)
     print(plan)
 
     print("\n== 2. Summary ==")
@@ -135,15 +138,33 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"saved {os.path.getsize(path)} bytes to {path}; loaded output equals eager: {same}")
 
     print("\n== 7. Fused vs eager forward ==")
-    from ._fuse import fuse
-
     fused = fuse(model)  # each Linear followed by ReLU becomes one FusedLinearReLU, same weights
     for batch_size in (2, 256):
         batch = torch.randn(batch_size, 4)
         same = torch.allclose(fused(batch), model(batch), rtol=1e-6, atol=1e-6)
-        fused_s, eager_s = _time_forward(fused, batch), _time_forward(model, batch)
+        with torch.no_grad():  # side by side, medians over rounds: stable on a busy machine
+            t = median_seconds({"fused": lambda: fused(batch), "eager": lambda: model(batch)}, budget_s=0.5)
+        fused_s, eager_s = t["fused"], t["eager"]
         print(
             f"batch {batch_size}: fused {fused_s * 1e6:.1f} us, eager {eager_s * 1e6:.1f} us, "
             f"speedup {eager_s / fused_s:.2f}x, outputs equal: {same}"
         )
     return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from ._ext.backend import backend
+    from .bench import dense, fills, models
+
+    print(f"initkit fill speed: torch {torch.__version__}, {torch.get_num_threads()} threads, backend {backend()}")
+    print("Medians of repeated runs, side by side; 'of zero_' = fraction of zero_'s throughput (the bandwidth floor).")
+    rows = fills.run(budget_s=args.budget)
+    print(fills.markdown_table(rows) if args.markdown else fills.format_table(rows))
+    print(models.format_rows(models.model_init_rows()))
+    print(dense.format_rows(dense.rows(quick=args.quick)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)

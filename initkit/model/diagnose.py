@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from . import _model, init
+from .. import init
+from .activations import WEIGHT_LAYERS
+from .apply import initialize
+from .policy import check_module
+from .table import format_columns
 
 # A layer's activation (or gradient) std this many times smaller / larger than the signal it
 # started from is flagged. Healthy 50-layer Xavier/Tanh and Kaiming/ReLU nets stay within 10x.
@@ -78,7 +82,7 @@ class Diagnosis:
             )
             for layer in self.layers
         ]
-        table = _model.format_columns(("layer", "type", "act mean", "act std", "grad std", "flags"), rows)
+        table = format_columns(("layer", "type", "act mean", "act std", "grad std", "flags"), rows)
         return f"{table}\nverdict: {self.verdict()}"
 
 
@@ -112,7 +116,7 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
     loss_fn(output), by default sum(output * r) with a fixed standard-normal r, so the output
     gradient has std 1. Parameter gradients are left in .grad as after any backward.
     """
-    _model._check_module(model)
+    check_module(model)
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     if not all(isinstance(a, Tensor) for a in args):
         raise TypeError("diagnose: inputs must be a tensor or a tuple of tensors")
@@ -224,7 +228,7 @@ class DepthReport:
         ]
         title = f"{self.depth}-layer MLP, width {self.width}, {self.activation}: std of each block's output / gradient"
         verdicts = [f"{name}: {self.diagnoses[name].verdict()}" for name in inits]
-        return "\n".join([title, _model.format_columns(header, rows), *verdicts])
+        return "\n".join([title, format_columns(header, rows), *verdicts])
 
     def plot(self, path) -> None:
         """Save a PNG of activation and gradient std per layer (needs matplotlib)."""
@@ -273,7 +277,7 @@ def diagnose_depth(
     act_std, grad_std, diagnoses = {}, {}, {}
     for name in inits:
         model = depth_mlp(depth, width, activation)
-        _model.initialize(model, _depth_policy(name, normal_std), generator=generator)
+        initialize(model, _depth_policy(name, normal_std), generator=generator)
         diagnosis = diagnose(model, batch_data)
         blocks = diagnosis.layers[1::2]  # the activation output closes each block
         act_std[name] = [layer.act_std for layer in blocks]
@@ -295,11 +299,11 @@ def lsuv_(model: nn.Module, batch, tol: float = 0.1, max_iter: int = 10, generat
     on `batch`, each weight is rescaled by 1 / std(output) until |var(output) - 1| < tol or
     max_iter passes were made.
     """
-    _model._check_module(model)
+    check_module(model)
     if not (tol > 0 and isinstance(max_iter, int) and max_iter >= 1):
         raise ValueError(f"lsuv_: need tol > 0 and max_iter >= 1, got tol={tol!r}, max_iter={max_iter!r}")
     args = batch if isinstance(batch, tuple) else (batch,)
-    layers = [m for m in model.modules() if isinstance(m, _model.WEIGHT_LAYERS)]
+    layers = [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
     with torch.no_grad():
         for layer in layers:
             init.orthogonal_(layer.weight, generator=generator)

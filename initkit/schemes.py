@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ._torch_ref import calculate_gain
+from ._ext.torch_fallback import calculate_gain
 
 # std of a standard normal truncated to [-2, 2]: JAX/TF's truncated-normal correction.
 TRUNCATED_NORMAL_STD = 0.87962566103423978

@@ -10,12 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import _model
+from .policy import check_module, init_plan
+from .table import format_columns
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameter counts; a parameter shared by several modules counts once."""
-    _model._check_module(model)
+    check_module(model)
     params = list(model.parameters())  # parameters() already yields each tensor once
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
@@ -142,7 +143,7 @@ def summary(
     (the model's train/eval flags are restored). Models on the meta device work.
     The init column compares each weight's std with the std `policy` (default "auto") expects.
     """
-    _model._check_module(model)
+    check_module(model)
     if not isinstance(depth, int) or depth < 0:
         raise ValueError(f"summary: depth must be a non-negative int, got {depth!r}")
     inputs = _make_inputs(model, input_size, input_data, dtypes, device)
@@ -192,7 +193,7 @@ def summary(
             for module, mode in training.items():
                 module.training = mode
 
-    plan_std = {row.name: row.std for row in _model.init_plan(model, policy)}
+    plan_std = {row.name: row.std for row in init_plan(model, policy)}
     layers = []
     seen_params: set[int] = set()
     child_index = {}
@@ -276,7 +277,7 @@ def _render(s: ModelSummary) -> str:
                 init_col,
             )
         )
-    table = _model.format_columns(header, rows)
+    table = format_columns(header, rows)
     width = max(len(line) for line in table.splitlines())
     rule = "=" * width
     totals = [
@@ -302,11 +303,11 @@ class ParamReport:
     parameters: list[tuple[str, bool, float | None, float | None]]  # name, requires_grad, mean, variance
 
     def __str__(self) -> str:
-        state = _model.format_columns(
+        state = format_columns(
             ("state_dict entry", "shape", "dtype", "device"),
             [(n, str(shape), str(dtype).replace("torch.", ""), str(dev)) for n, shape, dtype, dev in self.state_dict],
         )
-        params = _model.format_columns(
+        params = format_columns(
             ("parameter", "requires_grad", "mean", "variance"),
             [
                 (n, str(rg), "--" if m is None else f"{m:.4g}", "--" if v is None else f"{v:.4g}")
@@ -318,7 +319,7 @@ class ParamReport:
 
 def param_report(model: nn.Module) -> ParamReport:
     """List state_dict entries (shape, dtype, device) and named_parameters (requires_grad, mean, variance)."""
-    _model._check_module(model)
+    check_module(model)
     state = [(name, list(t.shape), t.dtype, t.device) for name, t in model.state_dict().items()]
     params = []
     for name, p in model.named_parameters():

@@ -1,18 +1,17 @@
-"""The fill speed comparison shared by `python -m initkit bench` and benchmarks/bench_init.py.
+"""The fill speed comparison shared by `initkit bench` and benchmarks/bench_init.py.
 
 Each scheme runs three ways on the same tensor: initkit, torch.nn.init, and `zero_` (the
-memory-bandwidth floor: no fill can write faster). Speed claims are ratios of medians measured
-side by side in one run.
+memory-bandwidth floor: no fill can write faster), timed side by side (timing.py). Speed claims
+are ratios of medians from one run.
 """
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.init as nn_init
 
-from . import init as ik
+from .. import init as ik
+from .timing import median_seconds
 
 # scheme name -> (initkit function, torch function, keyword arguments)
 SCHEMES: dict[str, tuple[Callable, Callable, dict]] = {
@@ -37,34 +36,16 @@ def fill_callable(scheme: str, impl: str, tensor: torch.Tensor) -> Callable[[], 
     return tensor.zero_
 
 
-def median_seconds(fn: Callable[[], object], min_time: float, max_reps: int) -> float:
-    """Median of repeated timings; each timing loops enough calls to last ~1 ms."""
-    fn()  # warm up (first-touch page faults, lazy init)
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(1e-3 / once))
-    samples: list[float] = []
-    deadline = time.perf_counter() + min_time
-    while len(samples) < max_reps and (len(samples) < 3 or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
-
-
-def run(min_time: float = 0.3, max_reps: int = 15) -> list[dict]:
+def run(budget_s: float = 0.9) -> list[dict]:
+    """One row per scheme and shape: initkit, torch and zero_ timed side by side on one tensor."""
     rows = []
     for shape in SHAPES:
         tensor = torch.empty(shape)
-        floor = median_seconds(tensor.zero_, min_time, max_reps)
         for scheme in SCHEMES:
-            t_ours = median_seconds(fill_callable(scheme, "initkit", tensor), min_time, max_reps)
-            t_torch = median_seconds(fill_callable(scheme, "torch", tensor), min_time, max_reps)
+            t = median_seconds({impl: fill_callable(scheme, impl, tensor) for impl in IMPLS}, budget_s)
             rows.append(
-                dict(scheme=scheme, shape=shape, initkit=t_ours, torch=t_torch, zero_=floor,
-                     speedup=t_torch / t_ours, of_zero=floor / t_ours)
+                dict(scheme=scheme, shape=shape, initkit=t["initkit"], torch=t["torch"], zero_=t["zero_"],
+                     speedup=t["torch"] / t["initkit"], of_zero=t["zero_"] / t["initkit"])
             )
     return rows
 

@@ -1,40 +1,19 @@
 """Ratio table of the fused dense layers for `python -m initkit bench`: FusedLinearReLU vs
 nn.Linear + nn.ReLU (eager) vs a bare addmm of the same shape (the GEMM floor), and MLP vs an
-eager nn.Sequential. Implementations are timed round-robin in the same loop, so a load change on
-a shared machine hits all of them alike; each number is a median over rounds.
+eager nn.Sequential, timed side by side (timing.py).
 """
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .nn import MLP, FusedLinearReLU
+from ..nn import MLP, FusedLinearReLU
+from .timing import median_seconds
 
 LINEAR_SHAPES = [(batch, width) for batch in (1, 32, 256, 4096) for width in (64, 256, 1024, 4096)]
 QUICK_LINEAR_SHAPES = [(1, 64), (32, 256), (256, 1024)]
 MLP_CASES = [([4, 5, 3, 2], 2), ([256, 256, 256, 10], 64)]
-
-
-def _median_seconds(fns: dict[str, Callable[[], object]], budget_s: float) -> dict[str, float]:
-    """Median time of one call of each fn, timed round-robin for about budget_s seconds."""
-    for fn in fns.values():  # warm up (and size the inner loop on the first)
-        fn()
-    start = time.perf_counter()
-    next(iter(fns.values()))()
-    single = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(2e-3 / single))  # about 2 ms per timed block
-    rounds = max(5, min(200, int(budget_s / (single * inner * len(fns)))))
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name].append((time.perf_counter() - start) / inner)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _forward_backward(module: Callable, x: torch.Tensor, params: list[torch.Tensor]) -> Callable[[], object]:
@@ -91,14 +70,14 @@ def rows(quick: bool = False, budget_s: float = 0.5) -> list[dict]:
     shapes = QUICK_LINEAR_SHAPES if quick else LINEAR_SHAPES
     for pass_ in ("forward", "forward_backward"):
         for batch, width in shapes:
-            t = _median_seconds(linear_relu_fns(batch, width, pass_), budget_s)
+            t = median_seconds(linear_relu_fns(batch, width, pass_), budget_s)
             table.append({
                 "op": "linear_relu", "pass": pass_, "shape": f"batch={batch} width={width}",
                 "initkit_us": t["initkit"] * 1e6, "eager_us": t["eager"] * 1e6, "addmm_us": t["addmm"] * 1e6,
                 "speedup": t["eager"] / t["initkit"], "vs_addmm": t["initkit"] / t["addmm"],
             })
         for sizes, batch in MLP_CASES:
-            t = _median_seconds(mlp_fns(sizes, batch, pass_), budget_s)
+            t = median_seconds(mlp_fns(sizes, batch, pass_), budget_s)
             table.append({
                 "op": "mlp", "pass": pass_, "shape": f"sizes={sizes} batch={batch}",
                 "initkit_us": t["initkit"] * 1e6, "eager_us": t["eager"] * 1e6, "addmm_us": None,

@@ -1,7 +1,7 @@
 """Fake (meta) kernels for torch.compile and torch.export.
 
-Imported by initkit._load only after initkit._C registered the ops; its module name is the one
-named by m.set_python_module() in csrc/initkit.cpp. The fills mutate in place and return
+Imported by load.py only after initkit._C registered the ops; its module name is the one named
+by m.set_python_module() in csrc/initkit.cpp. The fills mutate in place and return
 nothing, so their fakes only have to accept the arguments.
 """
 
@@ -31,7 +31,7 @@ def _multi_fill_fake(tensors, kinds, params, seed, streams):
 # ---- fused dense layers: output shapes, after the checks the kernels make (a fake tensor must
 # reject what the real kernel rejects, e.g. a meta input with a cpu weight) ----------------------
 
-from ._linear_checks import check_linear, check_mlp  # noqa: E402
+from .checks import check_linear, check_mlp  # noqa: E402
 
 
 @torch.library.register_fake("initkit::linear_relu")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nn import FusedLinearReLU
+from ..nn import FusedLinearReLU
 
 _RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
 

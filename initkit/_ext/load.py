@@ -23,7 +23,7 @@ def _major_minor(version: str) -> tuple[int, ...]:
 
 def _find_problem() -> str | None:
     try:
-        from . import _build_info
+        from .. import _build_info
     except ImportError:
         return "initkit was installed without its C++ extension (no initkit/_build_info.py)"
     running = torch.__version__
@@ -32,7 +32,7 @@ def _find_problem() -> str | None:
     if _build_info.with_cuda and torch.version.cuda is None:
         return f"initkit._C was built with CUDA {_build_info.cuda_version}, but torch {running} has no CUDA"
     try:
-        from . import _C  # noqa: F401  (loading registers torch.ops.initkit.*)
+        from .. import _C  # noqa: F401  (loading registers torch.ops.initkit.*)
     except (ImportError, OSError) as exc:
         return f"initkit._C (built for torch {_build_info.torch_version}) failed to load under torch {running}: {exc}"
     return None
@@ -42,7 +42,7 @@ def load() -> None:
     global _error
     _error = _find_problem()
     if _error is None:
-        from . import _meta  # noqa: F401  (fake kernels: only once the ops exist)
+        from . import fake_kernels  # noqa: F401  (only once the ops exist)
         return
     message = f"{_error}. Rebuild it with `{REBUILD_COMMAND}`; until then initkit runs on pure PyTorch."
     required = os.environ.get("INITKIT_REQUIRE_EXT") == "1" or os.environ.get("INITKIT_BACKEND") == "ext"
@@ -52,6 +52,7 @@ def load() -> None:
 
 
 def ext_available() -> bool:
+    """Whether initkit._C loaded (see ext_error() when not)."""
     return _error is None
 
 
@@ -61,8 +62,19 @@ def ext_error() -> str | None:
 
 
 def ext_has_cuda() -> bool:
+    """Whether the loaded extension has CUDA kernels."""
     if _error is not None:
         return False
-    from . import _build_info
+    from .. import _build_info
 
     return bool(_build_info.with_cuda)
+
+
+def build_info() -> dict | None:
+    """What the loaded initkit._C was compiled against (torch_version, cuda_version, with_cuda,
+    cuda_arch_list), or None when it did not load."""
+    if _error is not None:
+        return None
+    from .. import _build_info
+
+    return {key: getattr(_build_info, key) for key in ("torch_version", "cuda_version", "with_cuda", "cuda_arch_list")}

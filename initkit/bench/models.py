@@ -1,0 +1,107 @@
+"""Model-init benchmark on GPT-2 small (gpt2.py): initkit.initialize vs torch.nn.init per parameter
+with the same distributions, and materialize's peak memory. Used by benchmarks/bench_model_init.py
+and by `initkit bench` (model_init_rows).
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+
+import torch
+from torch import nn
+
+from .._ext import torch_fallback
+from ..model.apply import initialize
+from ..model.materialize import materialize
+from ..model.policy import InitPlan
+from .gpt2 import GPT2Config, gpt2_on_meta
+from .timing import median_seconds
+
+
+def torch_reinit(model: nn.Module, plan: InitPlan) -> None:
+    """The baseline: the plan's distributions with torch.nn.init, one call per parameter."""
+    params = dict(model.named_parameters())
+    fills = {
+        "uniform": torch_fallback.uniform_,
+        "normal": torch_fallback.normal_,
+        "trunc_normal": torch_fallback.trunc_normal_,
+        "constant": torch_fallback.constant_,
+    }
+    with torch.no_grad():
+        for row in plan:
+            fills[row.kind](params[row.name], *row.params)
+
+
+_RSS_SCRIPT = """
+import json, sys
+import initkit
+from initkit.bench.gpt2 import GPT2Config, gpt2_on_meta
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+config = GPT2Config(**json.loads(sys.argv[1]))
+model = gpt2_on_meta(config)
+before = status("VmRSS:")
+initkit.materialize(model, "cpu")
+param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps({"peak_increase": status("VmHWM:") - before, "param_bytes": param_bytes}))
+"""
+
+
+def materialize_peak_rss(config: GPT2Config) -> dict:
+    """Materialize a meta GPT-2 in a fresh process; peak RSS increase and parameter bytes.
+    The increase is measured from the current RSS before materialize: an upper bound."""
+    args = json.dumps(config.__dict__)
+    # From an empty directory: `python -c` puts the working directory first on sys.path, and a
+    # source checkout there would shadow the installed initkit.
+    with tempfile.TemporaryDirectory() as cwd:
+        result = subprocess.run(
+            [sys.executable, "-c", _RSS_SCRIPT, args], capture_output=True, text=True, check=True, cwd=cwd
+        )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def model_init_rows(budget_s: float = 2.0) -> list[dict]:
+    """Rows for `python -m initkit bench`: GPT-2 small, initkit vs torch.nn.init, side by side.
+    Each row: benchmark, initkit, torch, unit, ratio (torch / initkit for times)."""
+    config = GPT2Config()
+    model = gpt2_on_meta(config)
+    plan = materialize(model, "cpu")
+    t = median_seconds({"initkit": lambda: initialize(model), "torch": lambda: torch_reinit(model, plan)}, budget_s)
+    initkit_s, torch_s = t["initkit"], t["torch"]
+    rss = materialize_peak_rss(config)
+    params = sum(p.numel() for p in model.parameters())
+    return [
+        {
+            "benchmark": f"initialize GPT-2 small ({params / 1e6:.0f}M params, {len(plan)} tensors)",
+            "initkit": initkit_s,
+            "torch": torch_s,
+            "unit": "s",
+            "ratio": torch_s / initkit_s,
+        },
+        {
+            "benchmark": "materialize GPT-2 small: peak RSS increase / parameter bytes",
+            "initkit": rss["peak_increase"] / 1e6,
+            "torch": rss["param_bytes"] / 1e6,
+            "unit": "MB",
+            "ratio": rss["peak_increase"] / rss["param_bytes"],
+        },
+    ]
+
+
+def format_rows(rows: list[dict]) -> str:
+    """The model rows as text, one line each."""
+    lines = []
+    for r in rows:
+        if r["unit"] == "s":
+            lines.append(
+                f"{r['benchmark']}: initkit {r['initkit'] * 1e3:.1f} ms, torch.nn.init {r['torch'] * 1e3:.1f} ms, "
+                f"{r['ratio']:.1f}x faster"
+            )
+        else:
+            lines.append(f"{r['benchmark']}: {r['initkit']:.1f} / {r['torch']:.1f} {r['unit']} = {r['ratio']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""Applying a plan: every random fill in one multi_fill_ call (one parallel region), then the
+constants, orthogonal fills and reset_parameters() calls; a progress bar for big models.
+"""
+
+import sys
+
+import torch
+from torch import Tensor, nn
+
+from .. import init
+from .._ext.backend import handles
+from ..schemes import RANDOM_KINDS
+from .policy import InitPlan, check_module, init_plan, reset_method
+
+# Initializing more parameters than this shows a progress bar when stderr is a terminal.
+PROGRESS_MIN_PARAMS = 1_000_000_000
+# With a progress bar the fill runs in pieces of about this many elements (same numbers).
+_PROGRESS_CHUNK_ELEMENTS = 64 * 1024 * 1024
+
+
+def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, description: str) -> None:
+    params = dict(model.named_parameters())
+    random_rows = [row for row in plan if row.kind in RANDOM_KINDS]
+    tensors = [params[row.name] for row in random_rows]
+    fills = [(row.kind, row.params) for row in random_rows]
+    total = sum(t.numel() for t in params.values())
+    with torch.no_grad(), _Progress(total, description) as bar:
+        _fill_random(tensors, fills, generator, bar)
+        for row in plan:
+            tensor = params[row.name]
+            if row.kind == "constant":
+                tensor.fill_(row.params[0])
+            elif row.kind == "orthogonal":
+                init.orthogonal_(tensor, gain=row.params[0], generator=generator)
+            else:
+                continue
+            bar.update(tensor.numel())
+        reset_owners = {row.name.rpartition(".")[0] for row in plan if row.scheme == "torch_default"}
+        for name, module in model.named_modules():
+            if name in reset_owners:
+                reset_method(module)()  # zeroes an Embedding's padding row itself
+                bar.update(sum(p.numel() for p in module.parameters(recurse=False)))
+            elif isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx].fill_(0)
+
+
+def _fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
+    if not bar.active:
+        init.multi_fill_(tensors, fills, generator)
+        return
+    # Same numbers in pieces, so the bar can move: one key, tensor i keeps stream i.
+    on_ext = all(handles(t) for t in tensors) and len({t.device for t in tensors}) == 1
+    seed = init.new_seed(generator) if on_ext else None
+    start = 0
+    while start < len(tensors):
+        stop, elements = start, 0
+        while stop < len(tensors) and (stop == start or elements < _PROGRESS_CHUNK_ELEMENTS):
+            elements += tensors[stop].numel()
+            stop += 1
+        # (the torch path fills one tensor after another from `generator`: chunking changes nothing)
+        init.multi_fill_(tensors[start:stop], fills[start:stop], generator, seed=seed, first_stream=start)
+        bar.update(elements)
+        start = stop
+
+
+class _Progress:
+    """A progress bar on stderr for big models (tqdm when installed), a no-op otherwise."""
+
+    def __init__(self, total: int, description: str):
+        self.active = total >= PROGRESS_MIN_PARAMS and sys.stderr.isatty()
+        self.total, self.done, self.description = total, 0, description
+        self._tqdm = None
+        if self.active:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self._draw()
+            else:
+                self._tqdm = tqdm(total=total, desc=description, unit="param", unit_scale=True, file=sys.stderr)
+
+    def update(self, count: int) -> None:
+        if not self.active or count == 0:
+            return
+        self.done = min(self.total, self.done + count)
+        if self._tqdm is not None:
+            self._tqdm.update(count)
+        else:
+            self._draw()
+
+    def _draw(self) -> None:
+        fraction = self.done / self.total if self.total else 1.0
+        filled = int(30 * fraction)
+        sys.stderr.write(f"\r{self.description} [{'#' * filled}{'.' * (30 - filled)}] {100 * fraction:3.0f}%")
+        sys.stderr.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.active:
+            return
+        if self._tqdm is not None:
+            self._tqdm.close()
+        else:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def initialize(model: nn.Module, policy="auto", generator: torch.Generator | None = None) -> InitPlan:
+    """Initialize every parameter of `model` in one multi-tensor pass; return the plan.
+
+    "auto": a Linear/Conv followed by ReLU, LeakyReLU (its slope), GELU or SiLU gets Kaiming
+    normal (fan_in); by Tanh or Sigmoid, by nothing (output layer) or anything else, Xavier uniform
+    with calculate_gain's gain; by SELU, LeCun normal. Biases 0, norm layers weight 1 / bias 0,
+    Embedding normal(0, 1) (padding row 0). Activations are read from a torch.fx trace, or from
+    module registration order when the model does not trace. See init_plan for the other policies.
+
+    Random fills use one initkit.init.multi_fill_ call (one key from `generator`, the parameter with
+    row.stream = i on Philox stream i); constants are written with fill_, "orthogonal" uses
+    initkit.orthogonal_ per tensor, "torch_default" calls each module's reset_parameters().
+    """
+    check_module(model)
+    plan = init_plan(model, policy)
+    apply_plan(model, plan, generator, "initkit: initializing")
+    return plan
