@@ -1,7 +1,8 @@
 """Builds initkit._C against the installed torch. Configuration (all optional):
 
 INITKIT_BUILD_EXT=0   pure-Python install (every op then runs on the torch fallback)
-INITKIT_FORCE_CUDA=1  build the CUDA kernels even if torch.version.cuda/CUDA_HOME say otherwise
+INITKIT_CUDA=1|0      build the CUDA kernels even if torch.version.cuda/CUDA_HOME say otherwise | leave them out
+                      (default: built when torch is a CUDA build and CUDA_HOME holds a toolkit)
 INITKIT_NATIVE=1      tune the whole build for this machine's CPU (-march=native): not portable.
                       Without it the build runs on any x86-64; the fill kernels still pick
                       AVX-512/AVX2 at run time.
@@ -46,11 +47,12 @@ def build_config(key: str) -> list[str]:
 
 
 def with_cuda() -> bool:
+    choice = os.environ.get("INITKIT_CUDA")
+    if choice in ("0", "1"):
+        return choice == "1"
     # Decided from the build, never from torch.cuda.is_available(): a GPU-less build host can
     # still build the CUDA kernels.
-    return env_flag("INITKIT_FORCE_CUDA") or (
-        torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
-    )
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
 def check_cuda_toolkit() -> None:

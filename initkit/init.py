@@ -5,7 +5,7 @@ exception types. The random fills (uniform, normal, truncated normal and every s
 them) run as one fused, multi-threaded pass of initkit's Philox engine: the bound or std is
 computed once here and applied inside the kernel. Same seed, same values, for any thread count.
 
-RNG: each call draws a 64-bit Philox key from torch's CPU generator (or `generator=`), so
+RNG: each call draws a fresh 63-bit Philox key from torch's CPU generator (or `generator=`), so
 torch.manual_seed() makes initkit reproducible and consecutive calls differ. On the "torch"
 backend the same functions run torch's own samplers and give exactly torch.nn.init's values.
 """
@@ -120,14 +120,40 @@ _PRIMITIVES = {"uniform": _uniform, "normal": _normal, "trunc_normal": _trunc_no
 
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """Fill `tensor` with U(a, b). Equivalent PyTorch: torch.nn.init.uniform_."""
+    r"""Fill `tensor` in place with values drawn from the uniform distribution :math:`\mathcal{U}(a, b)`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        a: the lower bound of the uniform distribution
+        b: the upper bound of the uniform distribution (exclusive, as torch)
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Returns `tensor`. Equivalent PyTorch: ``torch.nn.init.uniform_``.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> initkit.uniform_(w, -0.1, 0.1)
+    """
     return _uniform(tensor, a, b, generator)
 
 
 def normal_(
     tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Fill `tensor` with N(mean, std^2). Equivalent PyTorch: torch.nn.init.normal_."""
+    r"""Fill `tensor` in place with values drawn from the normal distribution :math:`\mathcal{N}(\text{mean}, \text{std}^2)`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        mean: the mean of the normal distribution
+        std: the standard deviation of the normal distribution (>= 0)
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Returns `tensor`. Equivalent PyTorch: ``torch.nn.init.normal_``.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> initkit.normal_(w, std=0.02)
+    """
     return _normal(tensor, mean, std, generator)
 
 
@@ -139,11 +165,27 @@ def trunc_normal_(
     b: float = 2.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Fill `tensor` with N(mean, std^2) truncated to [a, b] (absolute bounds, as torch).
+    r"""Fill `tensor` in place with values drawn from the normal distribution
+    :math:`\mathcal{N}(\text{mean}, \text{std}^2)` truncated to :math:`[a, b]` (absolute bounds, as torch).
 
-    The extension samples the exact truncated law by inverse CDF in one pass: no clamping
-    pile-up at the bounds and no temporaries, at any std and dtype.
-    Equivalent PyTorch: torch.nn.init.trunc_normal_.
+    The extension samples the exact truncated law in one pass, without temporaries: wide
+    intervals keep the normal fill's value and redraw the rare out-of-bounds elements on
+    dedicated Philox counters; other intervals use a sampler exact for them (see the README).
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor`
+        mean: the mean of the untruncated normal distribution
+        std: the standard deviation of the untruncated normal distribution (>= 0; a negative or
+            NaN std raises RuntimeError, which torch does not check)
+        a: the minimum cutoff value
+        b: the maximum cutoff value
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Returns `tensor`. Equivalent PyTorch: ``torch.nn.init.trunc_normal_``.
+
+    Examples:
+        >>> w = torch.empty(768, 768)
+        >>> initkit.trunc_normal_(w, std=0.02)
     """
     return _trunc_normal(tensor, mean, std, a, b, generator)
 
@@ -153,19 +195,50 @@ _calculate_fan_in_and_fan_out = schemes.fan_in_and_fan_out
 _calculate_correct_fan = schemes.correct_fan
 
 
-def _fill(tensor: Tensor, spec: FillSpec, generator: torch.Generator | None) -> Tensor:
-    """Run the primitive fill a scheme's FillSpec describes (bound/std computed once, one pass)."""
+def fill_scheme_(tensor: Tensor, spec: FillSpec, generator: torch.Generator | None = None) -> Tensor:
+    """Fill `tensor` as a scheme's FillSpec (initkit.schemes) describes: its primitive random fill
+    with the bound or std computed once, a constant, or an orthogonal fill."""
+    if spec.kind == "constant":
+        return constant_(tensor, spec.params[0])
+    if spec.kind == "orthogonal":
+        return orthogonal_(tensor, gain=spec.params[0], generator=generator)
     return _PRIMITIVES[spec.kind](tensor, *spec.params, generator)
 
 
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)). Equivalent PyTorch: torch.nn.init.xavier_uniform_."""
-    return _fill(tensor, schemes.xavier_uniform(tensor, gain), generator)
+    r"""Fill `tensor` in place with Xavier/Glorot uniform values: :math:`\mathcal{U}(-a, a)` with
+    :math:`a = \text{gain} \times \sqrt{6 / (\text{fan\_in} + \text{fan\_out})}`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (n >= 2; fans as torch computes them)
+        gain: an optional scaling factor (e.g. ``initkit.calculate_gain("tanh")``)
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Returns `tensor`. Equivalent PyTorch: ``torch.nn.init.xavier_uniform_``.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> initkit.xavier_uniform_(w, gain=initkit.calculate_gain("relu"))
+    """
+    return fill_scheme_(tensor, schemes.xavier_uniform(tensor, gain), generator)
 
 
 def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out)). Equivalent PyTorch: torch.nn.init.xavier_normal_."""
-    return _fill(tensor, schemes.xavier_normal(tensor, gain), generator)
+    r"""Fill `tensor` in place with Xavier/Glorot normal values: :math:`\mathcal{N}(0, \text{std}^2)` with
+    :math:`\text{std} = \text{gain} \times \sqrt{2 / (\text{fan\_in} + \text{fan\_out})}`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (n >= 2)
+        gain: an optional scaling factor
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Returns `tensor`. Equivalent PyTorch: ``torch.nn.init.xavier_normal_``.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> initkit.xavier_normal_(w)
+    """
+    return fill_scheme_(tensor, schemes.xavier_normal(tensor, gain), generator)
 
 
 def kaiming_uniform_(
@@ -175,11 +248,28 @@ def kaiming_uniform_(
     nonlinearity: str = "leaky_relu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """U(-bound, bound) with bound = gain * sqrt(3 / fan_mode). Equivalent PyTorch: torch.nn.init.kaiming_uniform_."""
+    r"""Fill `tensor` in place with Kaiming/He uniform values: :math:`\mathcal{U}(-\text{bound}, \text{bound})`
+    with :math:`\text{bound} = \text{gain} \times \sqrt{3 / \text{fan\_mode}}`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (n >= 2)
+        a: the negative slope of the rectifier used after this layer (only with "leaky_relu")
+        mode: "fan_in" (default) preserves the forward pass's variance, "fan_out" the backward's
+        nonlinearity: the name of the nonlinear function (``calculate_gain``'s names);
+            "relu" or "leaky_relu" (default) are the recommended ones
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Returns `tensor` (a zero-element tensor is left alone with a warning, as torch).
+    Equivalent PyTorch: ``torch.nn.init.kaiming_uniform_``.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> initkit.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")
+    """
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    return _fill(tensor, schemes.kaiming_uniform(tensor, a, mode, nonlinearity), generator)
+    return fill_scheme_(tensor, schemes.kaiming_uniform(tensor, a, mode, nonlinearity), generator)
 
 
 def kaiming_normal_(
@@ -189,11 +279,27 @@ def kaiming_normal_(
     nonlinearity: str = "leaky_relu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """N(0, std^2) with std = gain / sqrt(fan_mode). Equivalent PyTorch: torch.nn.init.kaiming_normal_."""
+    r"""Fill `tensor` in place with Kaiming/He normal values: :math:`\mathcal{N}(0, \text{std}^2)` with
+    :math:`\text{std} = \text{gain} / \sqrt{\text{fan\_mode}}`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (n >= 2)
+        a: the negative slope of the rectifier used after this layer (only with "leaky_relu")
+        mode: "fan_in" (default) or "fan_out"
+        nonlinearity: the name of the nonlinear function (``calculate_gain``'s names)
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Returns `tensor` (a zero-element tensor is left alone with a warning, as torch).
+    Equivalent PyTorch: ``torch.nn.init.kaiming_normal_``.
+
+    Examples:
+        >>> w = torch.empty(3, 5)
+        >>> initkit.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+    """
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    return _fill(tensor, schemes.kaiming_normal(tensor, a, mode, nonlinearity), generator)
+    return fill_scheme_(tensor, schemes.kaiming_normal(tensor, a, mode, nonlinearity), generator)
 
 
 # ---- additions: variance scaling (JAX/TF semantics) and LeCun --------------------------------
@@ -206,27 +312,62 @@ def variance_scaling_(
     distribution: str = "truncated_normal",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Samples with variance scale / fan, as jax.nn.initializers.variance_scaling.
+    r"""Fill `tensor` in place with values of variance :math:`\text{scale} / \text{fan}`, as
+    ``jax.nn.initializers.variance_scaling``.
 
-    fan is fan_in, fan_out or their mean (torch's fan rule). "truncated_normal" draws from
-    N(0, s^2) truncated to [-2s, 2s] with s = sqrt(scale / fan) / 0.87962566103423978, so the
-    samples' variance is exactly scale / fan; "uniform" uses U(-sqrt(3 scale / fan), +...).
-    Equivalent JAX: jax.nn.initializers.variance_scaling(scale, mode, distribution).
+    "truncated_normal" draws from :math:`\mathcal{N}(0, s^2)` truncated to :math:`[-2s, 2s]` with
+    :math:`s = \sqrt{\text{scale} / \text{fan}} / 0.87962566103423978`, so the samples' variance is exactly
+    scale / fan; "normal" from :math:`\mathcal{N}(0, \text{scale} / \text{fan})`; "uniform" from
+    :math:`\mathcal{U}(-\sqrt{3\,\text{scale} / \text{fan}}, \sqrt{3\,\text{scale} / \text{fan}})`.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (n >= 2; fans as torch computes them)
+        scale: the variance scale (> 0)
+        mode: "fan_in", "fan_out" or "fan_avg" (their mean)
+        distribution: "truncated_normal", "normal" or "uniform"
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Returns `tensor`. Equivalent JAX: ``jax.nn.initializers.variance_scaling(scale, mode, distribution)``.
+
+    Examples:
+        >>> w = torch.empty(256, 128)
+        >>> initkit.variance_scaling_(w, 2.0, "fan_avg", "uniform")
     """
     spec = schemes.variance_scaling(tensor, scale, mode, distribution)  # validates the arguments
     if tensor.numel() == 0:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    return _fill(tensor, spec, generator)
+    return fill_scheme_(tensor, spec, generator)
 
 
 def lecun_normal_(tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """LeCun normal (SELU networks): truncated normal with variance 1 / fan_in, as jax.nn.initializers.lecun_normal."""
+    r"""Fill `tensor` in place with LeCun normal values (for SELU networks): a truncated normal of
+    variance :math:`1 / \text{fan\_in}`, as ``jax.nn.initializers.lecun_normal``
+    (``variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal")``).
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (n >= 2)
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Examples:
+        >>> w = torch.empty(64, 32)
+        >>> initkit.lecun_normal_(w)
+    """
     return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator)
 
 
 def lecun_uniform_(tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """LeCun uniform: U(-sqrt(3 / fan_in), sqrt(3 / fan_in)), as jax.nn.initializers.lecun_uniform."""
+    r"""Fill `tensor` in place with LeCun uniform values: :math:`\mathcal{U}(-\sqrt{3 / \text{fan\_in}}, \sqrt{3 / \text{fan\_in}})`,
+    as ``jax.nn.initializers.lecun_uniform``.
+
+    Args:
+        tensor: an n-dimensional `torch.Tensor` (n >= 2)
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+
+    Examples:
+        >>> w = torch.empty(64, 32)
+        >>> initkit.lecun_uniform_(w)
+    """
     return variance_scaling_(tensor, 1.0, "fan_in", "uniform", generator)
 
 
@@ -241,15 +382,27 @@ def multi_fill_(
     seed: Tensor | None = None,
     first_stream: int = 0,
 ) -> list[Tensor]:
-    """Fill many tensors in one pass: fills[i] = (kind, params) for tensors[i], with kind
-    "uniform" (low, high), "normal" (mean, std) or "trunc_normal" (mean, std, a, b).
+    r"""Fill many tensors in place in one pass: ``fills[i] = (kind, params)`` for ``tensors[i]``, with
+    kind "uniform" :math:`\mathcal{U}(\text{low}, \text{high})` (params low, high), "normal"
+    (mean, std) or "trunc_normal" (mean, std, a, b), each the law of the single-tensor fill.
 
     On the extension this is one parallel region over all tensors (one op call); tensor i gets
-    exactly what `torch.ops.initkit.<kind>_fill(tensors[i], *params, seed, stream=i)` gives for
-    the one key drawn from `generator`. The torch backend fills them one by one.
+    exactly what ``torch.ops.initkit.<kind>_fill(tensors[i], *params, seed, stream=first_stream + i)``
+    gives for the one key drawn from `generator`. The torch backend fills them one by one.
 
-    To fill one logical list in pieces (e.g. to report progress), pass every piece the same key
-    (`seed=new_seed(generator)`) and `first_stream=` the index of its first tensor in the list.
+    Args:
+        tensors: the tensors to fill
+        fills: one (kind, params) pair per tensor
+        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+        seed: the Philox key to use instead of drawing one (``initkit.init.new_seed()``)
+        first_stream: the stream of ``tensors[0]``; to fill one logical list in pieces (e.g. to
+            report progress), give every piece the same `seed` and its first tensor's index here
+
+    Returns `tensors`.
+
+    Examples:
+        >>> w, b = torch.empty(256, 128), torch.empty(256)
+        >>> initkit.multi_fill_([w, b], [("normal", (0.0, 0.02)), ("uniform", (-0.1, 0.1))])
     """
     if len(tensors) != len(fills):
         raise ValueError(f"multi_fill_: got {len(tensors)} tensors but {len(fills)} fills")

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import init
+from . import init, schemes
 from .functional import linear_relu, mlp
 
 __all__ = ["FusedLinearReLU", "MLP"]
@@ -42,11 +42,7 @@ class FusedLinearReLU(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1]
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        linear_default_init_(self.weight, self.bias)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "FusedLinearReLU":
@@ -69,27 +65,35 @@ class FusedLinearReLU(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def linear_default_init_(weight: Tensor, bias: Tensor | None) -> None:
+    """nn.Linear's own default init, drawn with initkit's fills: kaiming_uniform_(a=sqrt(5)) for the
+    weight, U(-1/sqrt(in_features), 1/sqrt(in_features)) for the bias."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in = weight.shape[1]
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(bias, -bound, bound)
+
+
+# MLP(init=...) names: "torch" (nn.Linear's defaults) or a scheme of initkit.schemes with the
+# arguments that fit the MLP's ReLUs; biases start at zero.
+_MLP_WEIGHT_SCHEMES = {
+    "kaiming_uniform": {"nonlinearity": "relu"},
+    "kaiming_normal": {"nonlinearity": "relu"},
+    "xavier_uniform": {},
+    "xavier_normal": {},
+    "lecun_normal": {},
+}
+_INITS = ("torch", *_MLP_WEIGHT_SCHEMES)
+
+
 def _init_layer(layer: nn.Linear, scheme: str) -> None:
     if scheme == "torch":
-        # nn.Linear's own defaults, drawn with initkit's fills.
-        init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
-        if layer.bias is not None:
-            bound = 1 / math.sqrt(layer.in_features) if layer.in_features > 0 else 0
-            init.uniform_(layer.bias, -bound, bound)
+        linear_default_init_(layer.weight, layer.bias)
         return
-    _WEIGHT_INITS[scheme](layer.weight)
+    init.fill_scheme_(layer.weight, schemes.fill_spec(scheme, layer.weight, **_MLP_WEIGHT_SCHEMES[scheme]))
     if layer.bias is not None:
         init.zeros_(layer.bias)
-
-
-_WEIGHT_INITS = {
-    "kaiming_uniform": lambda w: init.kaiming_uniform_(w, nonlinearity="relu"),
-    "kaiming_normal": lambda w: init.kaiming_normal_(w, nonlinearity="relu"),
-    "xavier_uniform": init.xavier_uniform_,
-    "xavier_normal": init.xavier_normal_,
-    "lecun_normal": init.lecun_normal_,
-}
-_INITS = ("torch", *_WEIGHT_INITS)
 
 
 class MLP(nn.Module):

@@ -54,25 +54,25 @@ def correct_fan(tensor: Tensor, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
-
-def _xavier(tensor: Tensor, gain: float, normal: bool) -> FillSpec:
-    fan_in, fan_out = fan_in_and_fan_out(tensor)
-    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+def _zero_mean(std: float, normal: bool, fan_in: int, fan_out: int, gain: float) -> FillSpec:
+    """N(0, std^2), or the uniform law with that std: U(-sqrt(3) std, sqrt(3) std)."""
     if normal:
         return FillSpec("normal", (0.0, std), fan_in, fan_out, gain, std)
     bound = math.sqrt(3.0) * std
     return FillSpec("uniform", (-bound, bound), fan_in, fan_out, gain, std, bound)
+
+
+def _xavier(tensor: Tensor, gain: float, normal: bool) -> FillSpec:
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return _zero_mean(std, normal, fan_in, fan_out, gain)
 
 
 def _kaiming(tensor: Tensor, a: float, mode: str, nonlinearity: str, normal: bool) -> FillSpec:
     fan_in, fan_out = fan_in_and_fan_out(tensor)
     fan = correct_fan(tensor, mode)
     gain = calculate_gain(nonlinearity, a)
-    std = gain / math.sqrt(fan)
-    if normal:
-        return FillSpec("normal", (0.0, std), fan_in, fan_out, gain, std)
-    bound = math.sqrt(3.0) * std
-    return FillSpec("uniform", (-bound, bound), fan_in, fan_out, gain, std, bound)
+    return _zero_mean(gain / math.sqrt(fan), normal, fan_in, fan_out, gain)
 
 
 def xavier_uniform(tensor: Tensor, gain: float = 1.0) -> FillSpec:
@@ -112,10 +112,7 @@ def variance_scaling(
     if distribution == "truncated_normal":
         s = std / TRUNCATED_NORMAL_STD
         return FillSpec("trunc_normal", (0.0, s, -2.0 * s, 2.0 * s), fan_in, fan_out, gain, std, 2.0 * s)
-    if distribution == "normal":
-        return FillSpec("normal", (0.0, std), fan_in, fan_out, gain, std)
-    bound = math.sqrt(3.0) * std
-    return FillSpec("uniform", (-bound, bound), fan_in, fan_out, gain, std, bound)
+    return _zero_mean(std, distribution == "normal", fan_in, fan_out, gain)
 
 
 def lecun_normal(tensor: Tensor) -> FillSpec:

@@ -59,3 +59,21 @@ def test_use_backend_switches_and_restores(ext):
             assert initkit.backend() == "ext"
         assert initkit.backend() == "torch"
     assert initkit.backend() == "ext"
+
+
+def test_build_config_is_the_one_list_of_sources_and_flags():
+    # setup.py and CMakeLists.txt both read csrc/build_config.txt; neither repeats what it says.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    config = (root / "csrc" / "build_config.txt").read_text().splitlines()
+    entries = [line.split(":", 1) for line in config if line and not line.startswith("#")]
+    keys = {key for key, _ in entries}
+    setup_py, cmake = (root / "setup.py").read_text(), (root / "CMakeLists.txt").read_text()
+    for key in keys:
+        assert f'build_config("{key}")' in setup_py, key
+    for key in keys:
+        assert f"initkit_config({key} " in cmake, key
+    for _, value in entries:
+        value = value.strip()
+        assert value not in setup_py and value not in cmake, f"{value} is written outside build_config.txt"

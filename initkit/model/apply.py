@@ -27,14 +27,9 @@ def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | No
     with torch.no_grad(), _Progress(total, description) as bar:
         _fill_random(tensors, fills, generator, bar)
         for row in plan:
-            tensor = params[row.name]
-            if row.kind == "constant":
-                tensor.fill_(row.params[0])
-            elif row.kind == "orthogonal":
-                init.orthogonal_(tensor, gain=row.params[0], generator=generator)
-            else:
-                continue
-            bar.update(tensor.numel())
+            if row.kind in ("constant", "orthogonal"):
+                init.fill_scheme_(params[row.name], row.spec, generator)
+                bar.update(params[row.name].numel())
         reset_owners = {row.name.rpartition(".")[0] for row in plan if row.scheme == "torch_default"}
         for name, module in model.named_modules():
             if name in reset_owners:

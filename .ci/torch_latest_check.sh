@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The current torch release (2.15.0, a CUDA 13.2 build from the registry): a fresh venv,
+# `pip install .` (the C++ kernels; the CUDA kernels are proven against 2.14.1 by
+# cuda_build_check.sh, and this machine's nvcc is 13.0), then the CPU suite on that build.
+#   usage: .ci/torch_latest_check.sh VENV_DIR
+set -euo pipefail
+venv=$(realpath -m "${1:?usage: .ci/torch_latest_check.sh VENV_DIR}")  # absolute: the script changes folders
+cd "$(dirname "$0")/.."
+
+python3 -m venv --clear "$venv"
+# This machine's pip configuration caps torch at its local 2.14.1 wheel: ignore it for this one install.
+PIP_CONFIG_FILE=/dev/null "$venv/bin/pip" install -q torch==2.15.0
+"$venv/bin/pip" install -q -r tests/requirements.txt
+"$venv/bin/python" -c 'import torch; assert torch.__version__.startswith("2.15."), torch.__version__'
+rm -rf build  # objects of an earlier build against another torch must not be reused
+INITKIT_CUDA=0 "$venv/bin/pip" install -q .
+
+export INITKIT_REQUIRE_EXT=1
+# From tests/: the installed initkit (with _C), not the source tree, must be imported.
+(cd tests && "$venv/bin/pytest" -q --benchmark-disable -m "not cuda" ../tests ../benchmarks)
