@@ -10,6 +10,7 @@ torch.manual_seed() makes initkit reproducible and consecutive calls differ. On 
 backend the same functions run torch's own samplers and give exactly torch.nn.init's values.
 """
 
+import numbers
 import warnings
 
 import torch
@@ -74,12 +75,24 @@ sparse_ = torch_fallback.sparse_
 def new_seed(generator: torch.Generator | None = None) -> Tensor:
     """A fresh 63-bit Philox key from `generator` (default: torch's CPU generator), as the
     one-element int64 CPU tensor the fill ops take. Traceable by torch.compile."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"argument 'generator' must be torch.Generator, not {type(generator).__name__}")
     device = "cpu" if generator is None else generator.device
     seed = torch.randint(0, _MAX_SEED, (), dtype=torch.int64, device=device, generator=generator)
     return seed.cpu()
 
 
+def _real(value, op: str, name: str, position: int) -> float:
+    """A float argument of a fill, with the TypeError torch's own fills give for anything else."""
+    if isinstance(value, (numbers.Real, torch.SymFloat, torch.SymInt)):
+        return value
+    if isinstance(value, Tensor) and value.numel() == 1:  # torch takes one-element tensors too
+        return value
+    raise TypeError(f"{op}(): argument '{name}' (position {position}) must be float, not {type(value).__name__}")
+
+
 def _uniform(tensor: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
+    low, high = _real(low, "uniform_", "a", 1), _real(high, "uniform_", "b", 2)
     if not handles(tensor):
         return torch_fallback.uniform_(tensor, low, high, generator=generator)
     with torch.no_grad():
@@ -88,6 +101,7 @@ def _uniform(tensor: Tensor, low: float, high: float, generator: torch.Generator
 
 
 def _normal(tensor: Tensor, mean: float, std: float, generator: torch.Generator | None) -> Tensor:
+    mean, std = _real(mean, "normal_", "mean", 1), _real(std, "normal_", "std", 2)
     if not handles(tensor):
         return torch_fallback.normal_(tensor, mean, std, generator=generator)
     with torch.no_grad():
@@ -98,6 +112,8 @@ def _normal(tensor: Tensor, mean: float, std: float, generator: torch.Generator 
 def _trunc_normal(
     tensor: Tensor, mean: float, std: float, a: float, b: float, generator: torch.Generator | None
 ) -> Tensor:
+    mean, std = _real(mean, "trunc_normal_", "mean", 1), _real(std, "trunc_normal_", "std", 2)
+    a, b = _real(a, "trunc_normal_", "a", 3), _real(b, "trunc_normal_", "b", 4)
     if not std >= 0:  # torch.nn.init.trunc_normal_ silently accepts these and returns garbage
         raise RuntimeError(f"trunc_normal_ expects std >= 0.0, but found std {std}")
     if not handles(tensor):

@@ -151,6 +151,8 @@ def ones(tensor: Tensor) -> FillSpec:
 
 def orthogonal(tensor: Tensor, gain: float = 1.0) -> FillSpec:
     """(Semi-)orthogonal rows or columns scaled by gain: each entry has std gain / sqrt(max(rows, cols))."""
+    if tensor.dim() < 2:  # torch.nn.init.orthogonal_'s own condition, checked before any write
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
     rows = tensor.size(0)
     cols = tensor.numel() // rows if rows else 0
     std = gain / math.sqrt(max(rows, cols)) if rows and cols else 0.0
@@ -175,12 +177,26 @@ SCHEMES = {
 }
 
 
+def check_params(spec: FillSpec) -> None:
+    """The parameter checks the fills make (csrc/common/fill_checks.h), made before anything is
+    written, so that a plan cannot fail halfway through. Raises ValueError."""
+    p = spec.params
+    if spec.kind == "uniform" and not (p[0] <= p[1] and math.isfinite(p[1] - p[0])):
+        raise ValueError(f"uniform needs a finite range low <= high, got low={p[0]}, high={p[1]}")
+    if spec.kind in ("normal", "trunc_normal") and not (p[1] >= 0 and math.isfinite(p[0]) and math.isfinite(p[1])):
+        raise ValueError(f"{spec.kind} needs a finite mean and std >= 0, got mean={p[0]}, std={p[1]}")
+    if spec.kind == "trunc_normal" and not p[2] <= p[3]:
+        raise ValueError(f"trunc_normal needs bounds a <= b, got a={p[2]}, b={p[3]}")
+
+
 def fill_spec(scheme: str, tensor: Tensor, **args) -> FillSpec:
     """What `scheme` with torch.nn.init-style `args` fills `tensor` with. Raises ValueError for an
     unknown scheme or a shape the scheme cannot handle, TypeError for unknown arguments."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; expected one of {sorted(SCHEMES)}")
     try:
-        return SCHEMES[scheme](tensor, **args)
+        spec = SCHEMES[scheme](tensor, **args)
     except TypeError as error:
         raise TypeError(f"bad arguments {args} for init scheme {scheme!r}: {error}") from None
+    check_params(spec)
+    return spec

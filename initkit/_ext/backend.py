@@ -26,6 +26,15 @@ _requested = os.environ.get("INITKIT_BACKEND", "ext")
 _is_vmap_batched = torch._C._functorch.is_batchedtensor
 # The subclasses torch.export and torch.compile trace with: the ops' fake kernels handle them.
 _TRACING_TENSORS = (FakeTensor, FunctionalTensor)
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # the common case, decided without further checks
+_PYTHON_KEY = torch._C.DispatchKey.Python
+
+
+def _is_user_subclass(tensor: Tensor) -> bool:
+    """A __torch_function__ or __torch_dispatch__ subclass (DTensor, ...) other than torch's tracers."""
+    if isinstance(tensor, _TRACING_TENSORS):
+        return False
+    return torch.overrides.has_torch_function_unary(tensor) or torch._C._dispatch_keys(tensor).has(_PYTHON_KEY)
 
 
 def _check_name(name: str) -> None:
@@ -45,11 +54,11 @@ def handles(tensor: Tensor) -> bool:
     """Whether `tensor` goes to the extension: the "ext" backend is active, the tensor is a plain
     strided tensor of a dtype the kernels take, on CPU, meta, or CUDA when the extension has CUDA
     kernels. Everything else keeps torch's own handling: tensor subclasses (DTensor, ...), sparse
-    tensors, vmap-batched and other functorch-wrapped tensors."""
+    tensors and vmap-batched tensors."""
     # Tensor.is_cpu & co. rather than device.type: the fused layers call this on every forward.
     if backend() != "ext" or tensor.dtype not in EXT_DTYPES or tensor.layout != torch.strided:
         return False
-    if torch.overrides.has_torch_function_unary(tensor) and not isinstance(tensor, _TRACING_TENSORS):
+    if type(tensor) not in _PLAIN_TYPES and _is_user_subclass(tensor):
         return False
     # (dynamo cannot trace the functorch query; a compiled graph holds no vmap-batched tensors)
     if not torch.compiler.is_compiling() and _is_vmap_batched(tensor):

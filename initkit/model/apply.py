@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .. import init
 from .._ext.backend import handles
 from ..schemes import RANDOM_KINDS
+from .activations import EMBEDDINGS
 from .policy import InitPlan, check_module, init_plan, reset_method
 
 # Initializing more parameters than this shows a progress bar when stderr is a terminal.
@@ -19,24 +20,58 @@ _PROGRESS_CHUNK_ELEMENTS = 64 * 1024 * 1024
 
 
 def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, description: str) -> None:
+    """Fill `model` as `plan` says. Every check was made when the plan was built, so initkit's own
+    fills cannot fail halfway; the modules' reset_parameters() ("torch_default") run first, as
+    they are the model's own code: if one raises, the parameters they touched are restored."""
     params = dict(model.named_parameters())
     random_rows = [row for row in plan if row.kind in RANDOM_KINDS]
     tensors = [params[row.name] for row in random_rows]
     fills = [(row.kind, row.params) for row in random_rows]
     total = sum(t.numel() for t in params.values())
     with torch.no_grad(), _Progress(total, description) as bar:
+        _run_resets(model, plan, generator, bar)  # before initkit's fills: policy overrides win
         _fill_random(tensors, fills, generator, bar)
         for row in plan:
             if row.kind in ("constant", "orthogonal"):
                 init.fill_scheme_(params[row.name], row.spec, generator)
                 bar.update(params[row.name].numel())
-        reset_owners = {row.name.rpartition(".")[0] for row in plan if row.scheme == "torch_default"}
-        for name, module in model.named_modules():
-            if name in reset_owners:
-                reset_method(module)()  # zeroes an Embedding's padding row itself
-                bar.update(sum(p.numel() for p in module.parameters(recurse=False)))
-            elif isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                module.weight[module.padding_idx].fill_(0)
+        for module in model.modules():
+            if isinstance(module, EMBEDDINGS) and module.padding_idx is not None:
+                module.weight[module.padding_idx].fill_(0)  # as torch's Embedding and EmbeddingBag
+
+
+def _run_resets(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, bar: "_Progress") -> None:
+    """Run reset_parameters() of every module a "torch_default" row names, each under torch's RNG
+    seeded from `generator` when one is given. A failure restores what the resets wrote (a copy
+    of those parameters is kept until all are done)."""
+    owners = {row.name.rpartition(".")[0] for row in plan if row.scheme == "torch_default"}
+    modules = [module for name, module in model.named_modules() if name in owners]
+    if not modules:
+        return
+    saved = [(p, p.detach().clone()) for module in modules for p in module.parameters(recurse=False)]
+    try:
+        for module in modules:
+            _reset_with_generator(module, generator)
+            bar.update(sum(p.numel() for p in module.parameters(recurse=False)))
+    except BaseException:
+        for param, value in saved:
+            param.copy_(value)
+        raise
+
+
+def _reset_with_generator(module: nn.Module, generator: torch.Generator | None) -> None:
+    if generator is None:
+        reset_method(module)()
+        return
+    # reset_parameters() draws from torch's default generators: seed them from `generator` for
+    # this call only, so the result depends on `generator` and the global RNG is left as it was.
+    seed = int(init.new_seed(generator))
+    cuda = sorted({p.device.index or 0 for p in module.parameters(recurse=False) if p.is_cuda})
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
+        reset_method(module)()
 
 
 def _fill_random(tensors: list[Tensor], fills, generator, bar) -> None:

@@ -6,11 +6,14 @@ import torch
 from torch import Tensor, nn
 
 from .apply import apply_plan
-from .policy import InitPlan, check_module, init_plan
+from .policy import InitPlan, check_module, init_plan, reset_method
+
 
 def _allocate(model: nn.Module, device: torch.device) -> list[str]:
-    """Give every parameter fresh (uninitialized) storage on `device`, keeping ties; move buffers.
-    Returns the names of buffers that were on meta (they have no values yet)."""
+    """Give every meta parameter fresh (uninitialized) storage on `device` in a new Parameter that
+    keeps the old one's attributes; keep ties; move real parameters and buffers to `device` in
+    place (same Parameter objects, so an optimizer built on them stays valid). Returns the names
+    of buffers that were on meta (they have no values yet)."""
     new_tensors: dict[int, Tensor] = {}
     meta_buffers = []
     for module_name, module in model.named_modules(remove_duplicate=False):
@@ -18,8 +21,13 @@ def _allocate(model: nn.Module, device: torch.device) -> list[str]:
             if param is None:
                 continue
             if id(param) not in new_tensors:
-                storage = torch.empty(param.shape, dtype=param.dtype, device=device)
-                new_tensors[id(param)] = nn.Parameter(storage, requires_grad=param.requires_grad)
+                if param.is_meta:
+                    storage = torch.empty(param.shape, dtype=param.dtype, device=device)
+                    new_tensors[id(param)] = nn.Parameter(storage, requires_grad=param.requires_grad)
+                    new_tensors[id(param)].__dict__.update(param.__dict__)
+                else:
+                    param.data = param.data.to(device)
+                    new_tensors[id(param)] = param
             module._parameters[name] = new_tensors[id(param)]
         for name, buffer in module._buffers.items():
             if buffer is None:
@@ -73,7 +81,34 @@ def materialize(
     if device.type == "meta":
         raise ValueError("materialize: the target device must hold real storage, not 'meta'")
     plan = init_plan(model, policy)  # decide first: policy errors leave the model untouched
-    meta_buffers = _allocate(model, device)
-    _fill_buffers(model, meta_buffers)
-    apply_plan(model, plan, generator, "initkit: materializing")
+    _reset_what_meta_cannot_keep(model, plan)
+    saved = [(module, dict(module._parameters), dict(module._buffers)) for module in model.modules()]
+    try:
+        meta_buffers = _allocate(model, device)
+        _fill_buffers(model, meta_buffers)
+        apply_plan(model, plan, generator, "initkit: materializing")
+    except BaseException:  # leave the model as it was: on meta, nothing half-filled
+        for module, parameters, buffers in saved:
+            module._parameters.update(parameters)
+            module._buffers.update(buffers)
+        raise
     return plan
+
+
+def _reset_what_meta_cannot_keep(model: nn.Module, plan: InitPlan) -> None:
+    """A "keep" row (the module's own init) on the meta device has no values to keep: the owning
+    module's reset_parameters() provides them, or materialize refuses before allocating."""
+    params = dict(model.named_parameters())
+    modules = dict(model.named_modules())
+    for row in plan:
+        if row.scheme != "keep" or not params[row.name].is_meta:
+            continue
+        owner = row.name.rpartition(".")[0]
+        if reset_method(modules[owner]) is None:
+            raise ValueError(
+                f"materialize: parameter {row.name!r} ({row.reason}) is on the meta device and "
+                f"{type(modules[owner]).__name__} has no reset_parameters() to give it values; "
+                f"name a scheme for it in the policy, e.g. {{{row.name!r}: 'ones'}}"
+            )
+        row.scheme = "torch_default"
+        row.reason += f"; on meta: {type(modules[owner]).__name__}.reset_parameters() gives it values"

@@ -118,8 +118,9 @@ def _parse_scheme(value, where: str) -> tuple[str, dict]:
         scheme, args = value
     else:
         raise TypeError(f"policy entry {where}: expected a scheme name or (name, {{args}}), got {value!r}")
-    if scheme not in schemes.SCHEMES:
-        raise ValueError(f"policy entry {where}: unknown scheme {scheme!r}; expected one of {sorted(schemes.SCHEMES)}")
+    if scheme not in schemes.SCHEMES and scheme != "keep":
+        known = sorted([*schemes.SCHEMES, "keep"])
+        raise ValueError(f"policy entry {where}: unknown scheme {scheme!r}; expected one of {known}")
     return scheme, dict(args)
 
 
@@ -137,7 +138,8 @@ def _check_policy(policy) -> None:
 
 
 def _is_bias(param_name: str) -> bool:
-    return "bias" in param_name
+    # "bias", "in_proj_bias" (nn.MultiheadAttention); not "bias_proj" or "unbiased_weight"
+    return param_name == "bias" or param_name.endswith("_bias")
 
 
 def _owners(model: nn.Module) -> list[tuple[str, str, nn.Module, nn.Parameter]]:
@@ -159,8 +161,10 @@ def _default_choice(local, module, param, layer_followers, module_name, policy) 
         return ("zeros", {}, f"{kind} bias") if _is_bias(local) else ("ones", {}, f"{kind} weight")
     if isinstance(module, nn.PReLU):
         return "constant", {"val": module.init}, "PReLU slope, as torch"
-    if _is_bias(local) or param.dim() < 2:
-        return "zeros", {}, f"{kind} {'bias' if _is_bias(local) else '1-D parameter'}"
+    if _is_bias(local):
+        return "zeros", {}, f"{kind} bias"
+    if param.dim() < 2:  # a custom norm's scale, a temperature, ...: no rule fits all of them
+        return "keep", {}, f"{kind}.{local}: {param.dim()}-D parameter of a module initkit does not know: keeps the module's own init"
     if isinstance(module, EMBEDDINGS):
         if policy == "auto":
             return "normal", {"mean": 0.0, "std": 1.0}, f"{kind}: normal(0, 1) as torch"
@@ -212,12 +216,15 @@ def init_plan(model: nn.Module, policy="auto") -> InitPlan:
             fallback = "auto" if base == "torch_default" else base
             choice = _default_choice(local, module, param, layer_followers, module_name, fallback)
         scheme, args, reason = choice
+        if scheme == "keep":
+            plan.append(PlanRow(full_name, tuple(param.shape), scheme, reason))
+            continue
         try:
             spec = schemes.fill_spec(scheme, param, **args)
         except ValueError as error:
             shape = list(param.shape)
             raise ValueError(f"cannot apply {scheme!r} to parameter {full_name!r} of shape {shape}: {error}") from None
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None and param is module.weight:
+        if isinstance(module, EMBEDDINGS) and module.padding_idx is not None and param is module.weight:
             reason += f"; row {module.padding_idx} (padding_idx) zeroed"
         plan.append(PlanRow(full_name, tuple(param.shape), scheme, reason, args, spec))
     stream = 0
