@@ -8,12 +8,14 @@ venv=$(realpath -m "${1:?usage: .ci/torch_latest_check.sh VENV_DIR}")  # absolut
 cd "$(dirname "$0")/.."
 
 python3 -m venv --clear "$venv"
-# This machine's pip configuration caps torch at its local 2.14.1 wheel: ignore it for this one install.
+# This machine's pip configuration caps torch at its local 2.14.1 wheel (a constraint that would
+# also "downgrade" torch when `pip install .` resolves initkit's torch dependency): ignore it for
+# the commands that resolve torch.
 PIP_CONFIG_FILE=/dev/null "$venv/bin/pip" install -q torch==2.15.0
 "$venv/bin/pip" install -q -r tests/requirements.txt
-"$venv/bin/python" -c 'import torch; assert torch.__version__.startswith("2.15."), torch.__version__'
 rm -rf build  # objects of an earlier build against another torch must not be reused
-INITKIT_CUDA=0 "$venv/bin/pip" install -q .
+PIP_CONFIG_FILE=/dev/null INITKIT_CUDA=0 "$venv/bin/pip" install -q .
+"$venv/bin/python" -c 'import torch; assert torch.__version__.startswith("2.15."), torch.__version__'
 
 export INITKIT_REQUIRE_EXT=1
 # From tests/: the installed initkit (with _C), not the source tree, must be imported.

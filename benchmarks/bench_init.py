@@ -9,17 +9,17 @@ bench` prints the same comparison as ratios.
 import pytest
 import torch
 
-from initkit.bench import fills as _bench
+from initkit.bench import fills
 
-SHAPE_IDS = ["x".join(map(str, s)) for s in _bench.SHAPES]
+SHAPE_IDS = ["x".join(map(str, s)) for s in fills.SHAPES]
 
 
-@pytest.mark.parametrize("impl", _bench.IMPLS)
-@pytest.mark.parametrize("shape", _bench.SHAPES, ids=SHAPE_IDS)
-@pytest.mark.parametrize("scheme", list(_bench.SCHEMES))
+@pytest.mark.parametrize("impl", fills.IMPLS)
+@pytest.mark.parametrize("shape", fills.SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("scheme", list(fills.SCHEMES))
 def test_fill(benchmark, scheme, shape, impl):
     tensor = torch.empty(shape)
-    fn = _bench.fill_callable(scheme, impl, tensor)
+    fn = fills.fill_callable(scheme, impl, tensor)
     benchmark.group = f"{scheme}-cpu-float32-{'x'.join(map(str, shape))}"
     benchmark.extra_info.update(torch=torch.__version__, threads=torch.get_num_threads(), bytes=tensor.nbytes)
     benchmark(fn)
