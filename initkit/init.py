@@ -221,6 +221,14 @@ def fill_scheme_(tensor: Tensor, spec: FillSpec, generator: torch.Generator | No
     return _PRIMITIVES[spec.kind](tensor, *spec.params, generator)
 
 
+def _fill_unless_empty(tensor: Tensor, make_spec, generator: torch.Generator | None) -> Tensor:
+    # torch.nn.init's Kaiming fills warn and return a zero-element tensor before computing fans
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return tensor
+    return fill_scheme_(tensor, make_spec(), generator)
+
+
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
     r"""Fill `tensor` in place with Xavier/Glorot uniform values: :math:`\mathcal{U}(-a, a)` with
     :math:`a = \text{gain} \times \sqrt{6 / (\text{fan\_in} + \text{fan\_out})}`.
@@ -282,10 +290,7 @@ def kaiming_uniform_(
         >>> w = torch.empty(3, 5)
         >>> initkit.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")
     """
-    if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
-        return tensor
-    return fill_scheme_(tensor, schemes.kaiming_uniform(tensor, a, mode, nonlinearity), generator)
+    return _fill_unless_empty(tensor, lambda: schemes.kaiming_uniform(tensor, a, mode, nonlinearity), generator)
 
 
 def kaiming_normal_(
@@ -312,10 +317,7 @@ def kaiming_normal_(
         >>> w = torch.empty(3, 5)
         >>> initkit.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
     """
-    if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
-        return tensor
-    return fill_scheme_(tensor, schemes.kaiming_normal(tensor, a, mode, nonlinearity), generator)
+    return _fill_unless_empty(tensor, lambda: schemes.kaiming_normal(tensor, a, mode, nonlinearity), generator)
 
 
 # ---- additions: variance scaling (JAX/TF semantics) and LeCun --------------------------------
