@@ -434,12 +434,23 @@ def multi_fill_(
         kinds.append(FILL_KINDS[kind])
         flat.extend(float(p) for p in params)
         flat.extend([0.0] * (4 - expected))
-    on_ext = [handles(t) for t in tensors]
-    if tensors and all(on_ext) and len({t.device for t in tensors}) == 1:
+    if tensors and all(handles(t) for t in tensors):
+        # One key for the whole list; tensors on different devices (a model split over devices,
+        # meta parameters beside real ones) go in one op call per device, each keeping its stream,
+        # so every tensor gets exactly the values of a single-device call.
+        key = new_seed(generator) if seed is None else seed
+        by_device: dict[torch.device, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_device.setdefault(t.device, []).append(i)
         with torch.no_grad():
-            key = new_seed(generator) if seed is None else seed
-            streams = list(range(first_stream, first_stream + len(tensors)))
-            torch.ops.initkit.multi_fill(tensors, kinds, flat, key, streams)
+            for rows in by_device.values():
+                torch.ops.initkit.multi_fill(
+                    [tensors[i] for i in rows],
+                    [kinds[i] for i in rows],
+                    [p for i in rows for p in flat[4 * i : 4 * i + 4]],
+                    key,
+                    [first_stream + i for i in rows],
+                )
         return tensors
     for tensor, (kind, params) in zip(tensors, fills):
         _PRIMITIVES[kind](tensor, *params, generator)

@@ -6,6 +6,7 @@
 #include <ATen/MemoryOverlap.h>
 
 #include <cmath>
+#include <limits>
 
 #include "fill_sampler.h"
 
@@ -20,22 +21,33 @@ inline void check_fill_target(const at::Tensor& t, const char* op) {
   at::assert_no_internal_overlap(t);
 }
 
-inline void check_fill_params(FillKind kind, const double* p, const char* op) {
+// torch's uniform_ range check (aten/src/ATen/native/DistributionTemplates.h): both ends
+// finite in the dtype, and a width the dtype can hold (else every value rounds to garbage).
+template <typename scalar_t>
+void check_uniform_range(double from, double to, const char* op) {
+  const auto lowest = static_cast<double>(std::numeric_limits<scalar_t>::lowest());
+  const auto max = static_cast<double>(std::numeric_limits<scalar_t>::max());
+  const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
+  TORCH_CHECK(from >= lowest && from <= max, op, ": from is out of bounds for ", dtype, ", got ", from);
+  TORCH_CHECK(to >= lowest && to <= max, op, ": to is out of bounds for ", dtype, ", got ", to);
+  TORCH_CHECK(from <= to, op, ": expects a [low, high) range, but found low=", from, " > high=", to);
+  TORCH_CHECK(to - from <= max, op, ": expects high - low <= the largest ", dtype, " (", max, "), but found high=", to,
+              " and low=", from);
+}
+
+inline void check_fill_params(FillKind kind, const double* p, at::ScalarType dtype, const char* op) {
   switch (kind) {
     case FillKind::Uniform:
-      TORCH_CHECK(p[0] <= p[1], op, ": expects a [low, high) range, but found low=", p[0], " > high=", p[1]);
-      TORCH_CHECK(std::isfinite(p[1] - p[0]), op, ": expects a finite range, got low=", p[0], ", high=", p[1]);
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "check_uniform_range",
+                                      [&] { check_uniform_range<scalar_t>(p[0], p[1], op); });
       break;
     case FillKind::Normal:
-      TORCH_CHECK(p[1] >= 0.0, op, ": expects std >= 0.0, but found std ", p[1]);
-      TORCH_CHECK(std::isfinite(p[0]) && std::isfinite(p[1]), op, ": expects a finite mean and std, got mean=",
-                  p[0], ", std=", p[1]);
-      break;
     case FillKind::TruncNormal:
       TORCH_CHECK(p[1] >= 0.0, op, ": expects std >= 0.0, but found std ", p[1]);
       TORCH_CHECK(std::isfinite(p[0]) && std::isfinite(p[1]), op, ": expects a finite mean and std, got mean=",
                   p[0], ", std=", p[1]);
-      TORCH_CHECK(p[2] <= p[3], op, ": expects bounds a <= b, but found a=", p[2], " > b=", p[3]);
+      if (kind == FillKind::TruncNormal)
+        TORCH_CHECK(p[2] <= p[3], op, ": expects bounds a <= b, but found a=", p[2], " > b=", p[3]);
       break;
     default:
       TORCH_CHECK_VALUE(false, op, ": unknown fill kind ", static_cast<int64_t>(kind));
@@ -45,14 +57,16 @@ inline void check_fill_params(FillKind kind, const double* p, const char* op) {
 // The Philox key: a 0-dim (or one-element) int64 CPU tensor, so that torch.compile can trace
 // the seed draw instead of breaking the graph on a Python int.
 inline uint64_t seed_value(const at::Tensor& seed, const char* op) {
+  TORCH_CHECK(seed.defined(), op, ": seed must be a one-element int64 CPU tensor (e.g. initkit.init.new_seed()), got None");
   TORCH_CHECK(seed.numel() == 1 && seed.scalar_type() == at::kLong && seed.device().is_cpu(), op,
               ": seed must be a one-element int64 CPU tensor, got ", seed.numel(), " elements of ",
               seed.scalar_type(), " on ", seed.device());
   return static_cast<uint64_t>(seed.item<int64_t>());
 }
 
-inline void check_multi_fill_args(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
-                                  at::IntArrayRef streams, const char* op) {
+// Every argument of multi_fill; returns the key.
+inline uint64_t check_multi_fill_args(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
+                                      const at::Tensor& seed, at::IntArrayRef streams, const char* op) {
   const size_t n = tensors.size();
   TORCH_CHECK_VALUE(kinds.size() == n && streams.size() == n &&
                         params.size() == n * static_cast<size_t>(kNumFillParams),
@@ -63,7 +77,10 @@ inline void check_multi_fill_args(at::TensorList tensors, at::IntArrayRef kinds,
                       ": unknown fill kind ", kinds[i], " for tensor ", i);
     TORCH_CHECK(tensors[i].device() == tensors[0].device(), op, ": all tensors must be on one device, got ",
                 tensors[0].device(), " and ", tensors[i].device());
+    check_fill_target(tensors[i], op);
+    check_fill_params(static_cast<FillKind>(kinds[i]), params.data() + i * kNumFillParams, tensors[i].scalar_type(), op);
   }
+  return seed_value(seed, op);
 }
 
 }  // namespace initkit

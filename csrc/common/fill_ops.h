@@ -33,7 +33,7 @@ struct SingleFillOps {
   static void run(const at::Tensor& self, FillKind kind, const double* p, const at::Tensor& seed, int64_t stream,
                   int64_t offset, const char* op) {
     check_fill_target(self, op);
-    check_fill_params(kind, p, op);
+    check_fill_params(kind, p, self.scalar_type(), op);
     TORCH_CHECK_VALUE(offset >= 0, op, ": offset must be >= 0, got ", offset);
     TORCH_CHECK_VALUE(offset <= kMaxLogicalIndex - self.numel(), op, ": logical indices must stay below 2^56, got offset ",
                       offset, " for ", self.numel(), " elements");

@@ -259,16 +259,12 @@ void fill_cpu(const at::Tensor& self, FillKind kind, const double* params, uint6
 void multi_fill_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
                     const at::Tensor& seed, at::IntArrayRef streams) {
   const char* op = "initkit::multi_fill";
-  check_multi_fill_args(tensors, kinds, params, streams, op);
-  const uint64_t key = seed_value(seed, op);
+  const uint64_t key = check_multi_fill_args(tensors, kinds, params, seed, streams, op);
   std::vector<FillJob> jobs;
   jobs.reserve(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const FillKind kind = static_cast<FillKind>(kinds[i]);
-    const double* p = params.data() + i * kNumFillParams;
-    check_fill_target(tensors[i], op);
-    check_fill_params(kind, p, op);
-    jobs.push_back(make_job(tensors[i], kind, p, key, streams[i], 0));
+    jobs.push_back(make_job(tensors[i], static_cast<FillKind>(kinds[i]), params.data() + i * kNumFillParams, key,
+                            streams[i], 0));
   }
   run_jobs(jobs);
 }

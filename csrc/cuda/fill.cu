@@ -353,13 +353,8 @@ void fill_cuda(const at::Tensor& self, FillKind kind, const double* params, uint
 void multi_fill_cuda(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
                      const at::Tensor& seed, at::IntArrayRef streams) {
   const char* op = "initkit::multi_fill";
-  check_multi_fill_args(tensors, kinds, params, streams, op);
+  const uint64_t key = check_multi_fill_args(tensors, kinds, params, seed, streams, op);
   if (tensors.empty()) return;
-  const uint64_t key = seed_value(seed, op);
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    check_fill_target(tensors[i], op);
-    check_fill_params(static_cast<FillKind>(kinds[i]), params.data() + i * kNumFillParams, op);
-  }
   const c10::cuda::CUDAGuard guard(tensors[0].device());
   const cudaStream_t cuda_stream = c10::cuda::getCurrentCUDAStream();
   check_not_capturing(cuda_stream, op);

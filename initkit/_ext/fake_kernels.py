@@ -2,30 +2,43 @@
 
 Imported by load.py only after initkit._C registered the ops; its module name is the one named
 by m.set_python_module() in csrc/initkit.cpp. The fills mutate in place and return
-nothing, so their fakes only have to accept the arguments.
+nothing: their fakes only make the checks that decide which kernel runs (seed, devices).
 """
 
 import torch
 
 
+def _check_fill_call(op, targets, seed):
+    """What the real kernels reject before writing: a meta seed or mixed devices would otherwise
+    route a call with CPU targets here and leave them unfilled."""
+    if not (isinstance(seed, torch.Tensor) and seed.numel() == 1 and seed.dtype == torch.int64 and seed.device.type == "cpu"):
+        got = "None" if seed is None else f"{type(seed).__name__}" if not isinstance(seed, torch.Tensor) else (
+            f"{seed.numel()} elements of {seed.dtype} on {seed.device}"
+        )
+        raise RuntimeError(f"{op}: seed must be a one-element int64 CPU tensor, got {got}")
+    devices = {t.device for t in targets}
+    if len(devices) > 1:
+        raise RuntimeError(f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
+
+
 @torch.library.register_fake("initkit::uniform_fill")
 def _uniform_fill_fake(self, low, high, seed, stream=0, offset=0):
-    return None
+    _check_fill_call("initkit::uniform_fill", [self], seed)
 
 
 @torch.library.register_fake("initkit::normal_fill")
 def _normal_fill_fake(self, mean, std, seed, stream=0, offset=0):
-    return None
+    _check_fill_call("initkit::normal_fill", [self], seed)
 
 
 @torch.library.register_fake("initkit::trunc_normal_fill")
 def _trunc_normal_fill_fake(self, mean, std, a, b, seed, stream=0, offset=0):
-    return None
+    _check_fill_call("initkit::trunc_normal_fill", [self], seed)
 
 
 @torch.library.register_fake("initkit::multi_fill")
 def _multi_fill_fake(tensors, kinds, params, seed, streams):
-    return None
+    _check_fill_call("initkit::multi_fill", tensors, seed)
 
 
 # ---- fused dense layers: output shapes, after the checks the kernels make (a fake tensor must

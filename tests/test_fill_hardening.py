@@ -1,0 +1,141 @@
+"""Fills as in-place ops for autograd, torch's uniform_ range check, seeds and devices (issue 9)."""
+
+import pytest
+import torch
+
+import initkit
+
+SEED = torch.tensor(7)
+RAW_FILLS = {
+    "uniform_fill": lambda t, seed=SEED: torch.ops.initkit.uniform_fill(t, 0.0, 1.0, seed),
+    "normal_fill": lambda t, seed=SEED: torch.ops.initkit.normal_fill(t, 0.0, 1.0, seed),
+    "trunc_normal_fill": lambda t, seed=SEED: torch.ops.initkit.trunc_normal_fill(t, 0.0, 1.0, -2.0, 2.0, seed),
+    "multi_fill": lambda t, seed=SEED: torch.ops.initkit.multi_fill([t], [1], [0.0, 1.0, 0.0, 0.0], seed, [0]),
+}
+PUBLIC_FILLS = {
+    "uniform_": initkit.uniform_,
+    "normal_": initkit.normal_,
+    "trunc_normal_": initkit.trunc_normal_,
+    "multi_fill_": lambda t: initkit.init.multi_fill_([t], [("normal", (0.0, 1.0))]),
+}
+
+
+# ---- item 2: autograd sees the write ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fill", PUBLIC_FILLS.values(), ids=PUBLIC_FILLS)
+def test_overwriting_a_saved_tensor_fails_backward_as_torch(backend, fill):
+    a = torch.randn(5, requires_grad=True)
+    b = a.exp()  # exp saves its result for backward
+    fill(b)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        b.sum().backward()
+
+
+@pytest.mark.parametrize("fill", RAW_FILLS.values(), ids=RAW_FILLS)
+def test_raw_fill_bumps_the_version_counter(ext, fill):
+    t = torch.empty(10)
+    before = t._version
+    fill(t)
+    assert t._version == before + 1
+
+
+@pytest.mark.parametrize("fill", RAW_FILLS.values(), ids=RAW_FILLS)
+def test_raw_fill_of_a_leaf_that_requires_grad_raises_torchs_error(ext, fill):
+    w = torch.zeros(10, requires_grad=True)
+    with pytest.raises(RuntimeError, match="^a leaf Variable that requires grad is being used in an in-place operation"):
+        fill(w)
+    with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
+        fill(w[2:])
+    assert torch.count_nonzero(w) == 0  # refused before writing
+    with torch.no_grad():
+        fill(w)  # what initkit.init does for parameters
+    assert torch.count_nonzero(w) > 0 and w.requires_grad and w.grad_fn is None
+
+
+@pytest.mark.parametrize("fill", RAW_FILLS.values(), ids=RAW_FILLS)
+def test_raw_fill_of_a_non_leaf_in_grad_mode_raises(ext, fill):
+    b = torch.randn(10, requires_grad=True) * 2
+    with pytest.raises(RuntimeError, match="requires grad and has autograd history"):
+        fill(b)
+
+
+@pytest.mark.parametrize("fill", PUBLIC_FILLS.values(), ids=PUBLIC_FILLS)
+def test_inference_tensor_outside_inference_mode_raises_torchs_error(backend, fill):
+    with torch.inference_mode():
+        t = torch.zeros(10)
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+        fill(t)
+    if backend == "ext":
+        assert torch.count_nonzero(t) == 0  # refused before writing (torch writes, then raises)
+    with torch.inference_mode():
+        fill(t)  # allowed inside
+    assert torch.count_nonzero(t) > 0
+
+
+# ---- item 3: torch's uniform_ range check --------------------------------------------------
+
+BAD_RANGES = [
+    (torch.float32, -3e38, 3e38),  # width over float's max
+    (torch.float32, 0.0, 1e39),  # `to` out of bounds
+    (torch.float16, -1e5, 1e5),
+    (torch.float16, 0.0, 7e4),
+    (torch.float16, -6e4, 6e4),
+    (torch.bfloat16, -3e38, 3e38),
+    (torch.float64, -1e308, 1e308),
+    (torch.float32, float("-inf"), 0.0),
+]
+
+
+@pytest.mark.parametrize("dtype,low,high", BAD_RANGES)
+def test_uniform_range_wider_than_the_dtype_raises_as_torch(backend, dtype, low, high):
+    with pytest.raises(RuntimeError):
+        torch.empty(8, dtype=dtype).uniform_(low, high)  # the condition is torch's own
+    with pytest.raises(RuntimeError, match="out of bounds|high - low|to-from"):
+        initkit.uniform_(torch.empty(8, dtype=dtype), low, high)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_uniform_widest_allowed_range_is_finite_and_in_range(backend, dtype):
+    top = torch.finfo(dtype).max
+    t = initkit.uniform_(torch.empty(4096, dtype=dtype), -top / 2, top / 2)
+    assert torch.isfinite(t).all() and t.unique().numel() > 100
+
+
+# ---- item 5: seeds and devices -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [torch.tensor(1, device="meta"), torch.tensor(1.0), torch.tensor([1, 2]), None])
+@pytest.mark.parametrize("fill", RAW_FILLS.values(), ids=RAW_FILLS)
+def test_bad_seed_raises_and_names_the_seed(ext, fill, seed):
+    t = torch.zeros(10)
+    with pytest.raises(RuntimeError, match="seed must be a one-element int64 CPU tensor"):
+        fill(t, seed)
+    assert torch.count_nonzero(t) == 0
+
+
+def test_raw_multi_fill_with_mixed_devices_raises(ext):
+    cpu = torch.zeros(10)
+    with pytest.raises(RuntimeError, match="all tensors must be on one device"):
+        torch.ops.initkit.multi_fill([cpu, torch.empty(3, device="meta")], [0, 0], [0.0, 1.0, 0, 0] * 2, SEED, [0, 1])
+    assert torch.count_nonzero(cpu) == 0
+
+
+def test_meta_targets_with_a_cpu_seed_are_a_no_op(ext):
+    t = torch.empty(10, device="meta")
+    for fill in RAW_FILLS.values():
+        fill(t)
+    torch.ops.initkit.multi_fill([t, t], [0, 2], [0.0, 1.0, 0, 0, 0.0, 1.0, -2.0, 2.0], SEED, [0, 1])
+
+
+def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
+    """A list over devices is filled per device under one key, each tensor keeping its stream:
+    the CPU tensors get exactly what a single-device call gives them."""
+    fills = [("normal", (0.0, 1.0)), ("uniform", (-1.0, 1.0)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0))]
+    mixed = [torch.empty(100), torch.empty(50, device="meta"), torch.empty(30)]
+    initkit.init.multi_fill_(mixed, fills, seed=SEED)
+    for i in (0, 2):
+        alone = torch.empty_like(mixed[i])
+        kind, params = fills[i]
+        getattr(torch.ops.initkit, f"{kind}_fill")(alone, *params, SEED, stream=i)
+        assert torch.equal(mixed[i], alone)
