@@ -12,6 +12,7 @@
 
 #include "../common/dense_ops.h"
 #include "../common/linear_checks.h"
+#include "../cpu/dense_gemm.h"
 #include "no_double_backward.h"
 
 namespace initkit {
@@ -28,8 +29,8 @@ BackwardResult linear_relu_backward_math(const at::Tensor& grad_out, const at::T
   const int64_t rows = leading_rows(input);
   const at::Tensor grad_pre = at::threshold_backward(grad_out, out, 0).reshape({rows, outs});
   OptionalTensor grad_input, grad_weight, grad_bias;
-  if (output_mask[0]) grad_input = grad_pre.mm(weight).view(input.sizes());
-  if (output_mask[1]) grad_weight = grad_pre.t().mm(input.reshape({rows, ins}));
+  if (output_mask[0]) grad_input = cpu::mm_nt(grad_pre, weight.t()).view(input.sizes());
+  if (output_mask[1]) grad_weight = cpu::mm_nt(grad_pre.t(), input.reshape({rows, ins}).t());
   if (output_mask[2]) grad_bias = grad_pre.sum(0);
   return {grad_input, grad_weight, grad_bias};
 }
@@ -63,8 +64,10 @@ bool any_requires_grad(const at::Tensor& input, const at::Tensor& weight, const 
 
 at::Tensor linear_relu_autograd(const at::Tensor& input, const at::Tensor& weight, const OptionalTensor& bias) {
   if (!at::GradMode::is_enabled() || !any_requires_grad(input, weight, bias)) {
-    // Inference: skip building the autograd node (measurable at tiny shapes).
+    // Inference: skip building the autograd node (measurable at tiny shapes); the weight may
+    // stay packed between calls (cpu/dense_gemm.h).
     at::AutoDispatchBelowADInplaceOrView guard;
+    const cpu::PackWeightsGuard pack(true);
     return ops::linear_relu(input, weight, bias);
   }
   return LinearReLUFunction::apply(input, weight, bias);

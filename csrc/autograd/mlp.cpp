@@ -14,6 +14,7 @@
 
 #include "../common/dense_ops.h"
 #include "../common/linear_checks.h"
+#include "../cpu/dense_gemm.h"
 #include "no_double_backward.h"
 
 namespace initkit {
@@ -35,12 +36,12 @@ BackwardResult mlp_backward_math(const at::Tensor& grad_out, const at::Tensor& i
   OptionalTensor grad_input;
   for (size_t i = layers; i-- > 0;) {
     const at::Tensor layer_input = i == 0 ? input.reshape({rows, input.size(-1)}) : hidden[i - 1];
-    grad_weights[i] = grad.t().mm(layer_input);
+    grad_weights[i] = cpu::mm_nt(grad.t(), layer_input.t());
     if (present(biases.get(i))) grad_biases.push_back(grad.sum(0));
     if (i > 0) {
-      grad = at::threshold_backward(grad.mm(weights[i]), hidden[i - 1], 0);
+      grad = at::threshold_backward(cpu::mm_nt(grad, weights[i].t()), hidden[i - 1], 0);
     } else if (input_grad) {
-      grad_input = grad.mm(weights[0]).view(input.sizes());
+      grad_input = cpu::mm_nt(grad, weights[0].t()).view(input.sizes());
     }
   }
   std::reverse(grad_biases.begin(), grad_biases.end());
@@ -99,6 +100,7 @@ at::Tensor mlp_autograd(const at::Tensor& input, at::TensorList weights, const O
   }
   if (!at::GradMode::is_enabled() || !requires_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;  // inference: no node, no saved activations
+    const cpu::PackWeightsGuard pack(true);      // the weights may stay packed (cpu/dense_gemm.h)
     return ops::mlp(input, weights, biases);
   }
   return MLPFunction::apply(input, weights, at::TensorList(present_biases), biases);

@@ -16,8 +16,7 @@ at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight, co
   const int64_t ins = weight.size(1), outs = weight.size(0);
   const int64_t rows = leading_rows(input);
   const at::Tensor x = input.dim() == 2 ? input : input.reshape({rows, ins});
-  at::Tensor out = at::empty({x.size(0), outs}, input.options());
-  cpu::dense_layer(x, weight, bias, out, /*relu=*/true);
+  const at::Tensor out = cpu::dense_layer(x, weight, bias, /*relu=*/true);
   return input.dim() == 2 ? out : out.view(output_shape(input, outs));
 }
 

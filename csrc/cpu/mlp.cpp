@@ -24,8 +24,7 @@ at::Tensor mlp_layers(const char* op, const at::Tensor& input, at::TensorList we
   const size_t layers = weights.size();
   for (size_t i = 0; i < layers; ++i) {
     const bool last = i + 1 == layers;
-    at::Tensor out = at::empty({rows, weights[i].size(0)}, input.options());
-    cpu::dense_layer(x, weights[i], biases.get(i), out, /*relu=*/!last);
+    at::Tensor out = cpu::dense_layer(x, weights[i], biases.get(i), /*relu=*/!last);
     if (hidden != nullptr && !last) hidden->push_back(out);
     x = std::move(out);
   }
