@@ -72,7 +72,7 @@ def test_double_backward_raises(ext):
     [
         (lambda: (torch.randn(2, 4), [], []), "at least one layer"),
         (lambda: (torch.randn(2, 4), [torch.randn(5, 4)], []), "one bias entry"),
-        (lambda: (torch.randn(2, 4), [torch.randn(5, 4), torch.randn(2, 6)], [None, None]), "layer 1"),
+        (lambda: (torch.randn(2, 4), [torch.randn(5, 4), torch.randn(2, 6)], [None, None]), r"weights\[1\]"),
         (lambda: (torch.randn(2, 4), [torch.randn(5, 4, dtype=torch.float64)], [None]), "dtype"),
         (lambda: (torch.randn(2, 4), [torch.randn(5, 4)], [torch.randn(3)]), "bias"),
         (lambda: (torch.randn(2, 4), [torch.randn(20)], [None]), "2-D weight"),

@@ -6,6 +6,8 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
+#include "../include/initkit/ops.h"
+
 namespace initkit {
 namespace {
 
@@ -14,24 +16,18 @@ using OptionalTensor = std::optional<at::Tensor>;
 template <c10::DeviceType device>
 at::Tensor linear_relu_autocast(const at::Tensor& input, const at::Tensor& weight, const OptionalTensor& bias) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device));
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("initkit::linear_relu", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptionalTensor&)>();
   const auto dtype = at::autocast::get_autocast_dtype(device);
-  return op.call(at::autocast::cached_cast(dtype, input, device), at::autocast::cached_cast(dtype, weight, device),
+  return ops::linear_relu(at::autocast::cached_cast(dtype, input, device), at::autocast::cached_cast(dtype, weight, device),
                  at::autocast::cached_cast(dtype, bias, device));
 }
 
 template <c10::DeviceType device>
 at::Tensor mlp_autocast(const at::Tensor& input, at::TensorList weights, const c10::List<OptionalTensor>& biases) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device));
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("initkit::mlp", "")
-                             .typed<at::Tensor(const at::Tensor&, at::TensorList, const c10::List<OptionalTensor>&)>();
   const auto dtype = at::autocast::get_autocast_dtype(device);
   c10::List<OptionalTensor> cast_biases;
   for (size_t i = 0; i < biases.size(); ++i) cast_biases.push_back(at::autocast::cached_cast(dtype, biases.get(i), device));
-  return op.call(at::autocast::cached_cast(dtype, input, device), at::autocast::cached_cast(dtype, weights, device),
+  return ops::mlp(at::autocast::cached_cast(dtype, input, device), at::autocast::cached_cast(dtype, weights, device),
                  cast_biases);
 }
 

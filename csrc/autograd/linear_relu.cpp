@@ -4,13 +4,15 @@
 //   _linear_relu_backward(grad_out, out, input, weight, output_mask) -> (grad_input?, grad_weight?, grad_bias?)
 // The ReLU mask is recomputed from the saved output (out > 0): no pre-activation is kept.
 #include <ATen/ATen.h>
-#include <c10/util/accumulate.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <array>
 #include <tuple>
 
+#include "../common/dense_ops.h"
+#include "../common/linear_checks.h"
+#include "../cpu/dense_gemm.h"
 #include "no_double_backward.h"
 
 namespace initkit {
@@ -19,33 +21,16 @@ namespace {
 using OptionalTensor = std::optional<at::Tensor>;
 using BackwardResult = std::tuple<OptionalTensor, OptionalTensor, OptionalTensor>;
 
-const auto& linear_relu_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("initkit::linear_relu", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptionalTensor&)>();
-  return op;
-}
-
-const auto& linear_relu_backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("initkit::_linear_relu_backward", "")
-          .typed<BackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                std::array<bool, 3>)>();
-  return op;
-}
-
 // Plain ATen math, so one kernel serves every device (and fake tensors use the Python fake).
 BackwardResult linear_relu_backward_math(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& input,
                                          const at::Tensor& weight, std::array<bool, 3> output_mask) {
-  TORCH_CHECK(grad_out.sizes() == out.sizes(), "initkit::_linear_relu_backward: grad_out shape ", grad_out.sizes(),
-              " does not match output shape ", out.sizes());
+  check_linear_backward_args("initkit::_linear_relu_backward", grad_out, out, input, weight);
   const int64_t outs = weight.size(0), ins = weight.size(1);
-  const int64_t rows = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  const int64_t rows = leading_rows(input);
   const at::Tensor grad_pre = at::threshold_backward(grad_out, out, 0).reshape({rows, outs});
   OptionalTensor grad_input, grad_weight, grad_bias;
-  if (output_mask[0]) grad_input = grad_pre.mm(weight).view(input.sizes());
-  if (output_mask[1]) grad_weight = grad_pre.t().mm(input.reshape({rows, ins}));
+  if (output_mask[0]) grad_input = cpu::mm_nt(grad_pre, weight.t()).view(input.sizes());
+  if (output_mask[1]) grad_weight = cpu::mm_nt(grad_pre.t(), input.reshape({rows, ins}).t());
   if (output_mask[2]) grad_bias = grad_pre.sum(0);
   return {grad_input, grad_weight, grad_bias};
 }
@@ -55,7 +40,7 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
                             const OptionalTensor& bias) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor out = linear_relu_op().call(input, weight, bias);
+    at::Tensor out = ops::linear_relu(input, weight, bias);
     ctx->save_for_backward({input, weight, out});
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     return out;
@@ -68,7 +53,7 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                       has_bias && ctx->needs_input_grad(2)};
     auto [grad_input, grad_weight, grad_bias] =
-        linear_relu_backward_op().call(grad_outputs[0], saved[2], saved[0], saved[1], mask);
+        ops::_linear_relu_backward(grad_outputs[0], saved[2], saved[0], saved[1], mask);
     return {grad_input.value_or(at::Tensor()), grad_weight.value_or(at::Tensor()), grad_bias.value_or(at::Tensor())};
   }
 };
@@ -79,9 +64,11 @@ bool any_requires_grad(const at::Tensor& input, const at::Tensor& weight, const 
 
 at::Tensor linear_relu_autograd(const at::Tensor& input, const at::Tensor& weight, const OptionalTensor& bias) {
   if (!at::GradMode::is_enabled() || !any_requires_grad(input, weight, bias)) {
-    // Inference: skip building the autograd node (measurable at tiny shapes).
+    // Inference: skip building the autograd node (measurable at tiny shapes); the weight may
+    // stay packed between calls (cpu/dense_gemm.h).
     at::AutoDispatchBelowADInplaceOrView guard;
-    return linear_relu_op().call(input, weight, bias);
+    const cpu::PackWeightsGuard pack(true);
+    return ops::linear_relu(input, weight, bias);
   }
   return LinearReLUFunction::apply(input, weight, bias);
 }
@@ -89,7 +76,7 @@ at::Tensor linear_relu_autograd(const at::Tensor& input, const at::Tensor& weigh
 BackwardResult linear_relu_backward_autograd(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& input,
                                              const at::Tensor& weight, std::array<bool, 3> output_mask) {
   const auto outputs = run_not_differentiable(no_double_backward("initkit::_linear_relu_backward"), {grad_out, out, input, weight}, [&] {
-    auto [gi, gw, gb] = linear_relu_backward_op().call(grad_out, out, input, weight, output_mask);
+    auto [gi, gw, gb] = ops::_linear_relu_backward(grad_out, out, input, weight, output_mask);
     return torch::autograd::variable_list{gi.value_or(at::Tensor()), gw.value_or(at::Tensor()),
                                           gb.value_or(at::Tensor())};
   });

@@ -5,7 +5,6 @@
 // activations h_1 .. h_{L-1} (after ReLU); backward takes each ReLU mask from them (h > 0).
 // Weight gradients are always computed (an MLP's weights are what it trains).
 #include <ATen/ATen.h>
-#include <c10/util/accumulate.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -13,6 +12,9 @@
 #include <tuple>
 #include <vector>
 
+#include "../common/dense_ops.h"
+#include "../common/linear_checks.h"
+#include "../cpu/dense_gemm.h"
 #include "no_double_backward.h"
 
 namespace initkit {
@@ -22,50 +24,24 @@ using OptionalTensor = std::optional<at::Tensor>;
 using OptionalTensorList = c10::List<OptionalTensor>;
 using BackwardResult = std::tuple<OptionalTensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
-const auto& mlp_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("initkit::mlp", "")
-                             .typed<at::Tensor(const at::Tensor&, at::TensorList, const OptionalTensorList&)>();
-  return op;
-}
-
-const auto& mlp_forward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("initkit::_mlp_forward", "")
-          .typed<std::tuple<at::Tensor, std::vector<at::Tensor>>(const at::Tensor&, at::TensorList,
-                                                                 const OptionalTensorList&)>();
-  return op;
-}
-
-const auto& mlp_backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("initkit::_mlp_backward", "")
-                             .typed<BackwardResult(const at::Tensor&, const at::Tensor&, at::TensorList,
-                                                   const OptionalTensorList&, at::TensorList, bool)>();
-  return op;
-}
-
 bool present(const OptionalTensor& t) { return t.has_value() && t->defined(); }
 
 BackwardResult mlp_backward_math(const at::Tensor& grad_out, const at::Tensor& input, at::TensorList weights,
                                  const OptionalTensorList& biases, at::TensorList hidden, bool input_grad) {
+  check_mlp_backward_args("initkit::_mlp_backward", grad_out, input, weights, biases, hidden);
   const size_t layers = weights.size();
-  TORCH_CHECK(layers >= 1 && biases.size() == layers && hidden.size() + 1 == layers,
-              "initkit::_mlp_backward: expected L weights, L bias entries and L-1 hidden activations, got ",
-              weights.size(), ", ", biases.size(), " and ", hidden.size());
-  const int64_t rows = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  const int64_t rows = leading_rows(input);
   std::vector<at::Tensor> grad_weights(layers), grad_biases;
   at::Tensor grad = grad_out.reshape({rows, weights[layers - 1].size(0)});  // gradient of layer i's pre-activation
   OptionalTensor grad_input;
   for (size_t i = layers; i-- > 0;) {
     const at::Tensor layer_input = i == 0 ? input.reshape({rows, input.size(-1)}) : hidden[i - 1];
-    grad_weights[i] = grad.t().mm(layer_input);
+    grad_weights[i] = cpu::mm_nt(grad.t(), layer_input.t());
     if (present(biases.get(i))) grad_biases.push_back(grad.sum(0));
     if (i > 0) {
-      grad = at::threshold_backward(grad.mm(weights[i]), hidden[i - 1], 0);
+      grad = at::threshold_backward(cpu::mm_nt(grad, weights[i].t()), hidden[i - 1], 0);
     } else if (input_grad) {
-      grad_input = grad.mm(weights[0]).view(input.sizes());
+      grad_input = cpu::mm_nt(grad, weights[0].t()).view(input.sizes());
     }
   }
   std::reverse(grad_biases.begin(), grad_biases.end());
@@ -79,7 +55,7 @@ class MLPFunction : public torch::autograd::Function<MLPFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, at::TensorList weights,
                             at::TensorList present_biases, const OptionalTensorList& biases) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, hidden] = mlp_forward_op().call(input, weights, biases);
+    auto [out, hidden] = ops::_mlp_forward(input, weights, biases);
     // Saved: input, L weights, L biases (undefined where absent), L-1 hidden activations.
     std::vector<at::Tensor> saved{input};
     saved.insert(saved.end(), weights.begin(), weights.end());
@@ -102,7 +78,7 @@ class MLPFunction : public torch::autograd::Function<MLPFunction> {
     }
     const at::TensorList hidden(saved.data() + 1 + 2 * layers, layers - 1);
     auto [grad_input, grad_weights, grad_biases] =
-        mlp_backward_op().call(grad_outputs[0], saved[0], weights, biases, hidden, ctx->needs_input_grad(0));
+        ops::_mlp_backward(grad_outputs[0], saved[0], weights, biases, hidden, ctx->needs_input_grad(0));
     torch::autograd::variable_list grads{grad_input.value_or(at::Tensor())};
     grads.insert(grads.end(), grad_weights.begin(), grad_weights.end());
     grads.insert(grads.end(), grad_biases.begin(), grad_biases.end());
@@ -124,7 +100,8 @@ at::Tensor mlp_autograd(const at::Tensor& input, at::TensorList weights, const O
   }
   if (!at::GradMode::is_enabled() || !requires_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;  // inference: no node, no saved activations
-    return mlp_op().call(input, weights, biases);
+    const cpu::PackWeightsGuard pack(true);      // the weights may stay packed (cpu/dense_gemm.h)
+    return ops::mlp(input, weights, biases);
   }
   return MLPFunction::apply(input, weights, at::TensorList(present_biases), biases);
 }
@@ -137,7 +114,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> mlp_forward_autograd(const at::T
       "initkit::_mlp_forward is not differentiable: it is the forward half of initkit::mlp's autograd; call "
       "initkit::mlp instead.",
       inputs, [&] {
-    auto [out, hidden] = mlp_forward_op().call(input, weights, biases);
+    auto [out, hidden] = ops::_mlp_forward(input, weights, biases);
     hidden.insert(hidden.begin(), out);
     return hidden;
   });
@@ -153,7 +130,7 @@ BackwardResult mlp_backward_autograd(const at::Tensor& grad_out, const at::Tenso
   inputs.insert(inputs.end(), hidden.begin(), hidden.end());
   const size_t layers = weights.size();
   const auto outputs = run_not_differentiable(no_double_backward("initkit::_mlp_backward"), inputs, [&] {
-    auto [gi, gw, gb] = mlp_backward_op().call(grad_out, input, weights, biases, hidden, input_grad);
+    auto [gi, gw, gb] = ops::_mlp_backward(grad_out, input, weights, biases, hidden, input_grad);
     torch::autograd::variable_list flat{gi.value_or(at::Tensor())};
     flat.insert(flat.end(), gw.begin(), gw.end());
     flat.insert(flat.end(), gb.begin(), gb.end());

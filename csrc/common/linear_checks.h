@@ -1,10 +1,17 @@
-// Argument checks shared by the linear_relu and mlp kernels (CPU and CUDA). Exception types
-// follow F.linear (RuntimeError for shape, dtype and device mistakes); every message names the
-// op and the offending value.
+// Argument checks of every dense op (linear_relu, mlp and their internal forward/backward ops),
+// on every backend. Exception types follow F.linear (RuntimeError for shape, dtype and device
+// mistakes); every message names the op, the argument and the offending value. Each check runs
+// before any size is read (a 0-D tensor must not reach size(-1)).
+//
+// initkit/_linear_checks.py makes the same checks, in the same order, with the same messages
+// (for the fake kernels and the torch backend); tests/test_dense_bad_input.py compares the two.
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/util/accumulate.h>
 
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace initkit {
 
@@ -12,39 +19,89 @@ inline bool is_linear_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-// One layer: weight [out, in] with in == in_features, bias [out] or absent, both of the
-// input's dtype and device. `layer` is -1 for the single-layer op.
-inline void check_layer_args(const char* op, int64_t layer, const at::Tensor& input, int64_t in_features,
-                             const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  TORCH_CHECK(weight.dim() == 2, op, ": expected a 2-D weight [out_features, in_features]",
-              layer >= 0 ? " for layer " + std::to_string(layer) : "", ", got shape ", weight.sizes());
-  TORCH_CHECK(weight.size(1) == in_features, op, ": ", layer >= 0 ? "layer " + std::to_string(layer) + " " : "",
-              "weight shape ", weight.sizes(), " expects ", weight.size(1), " input features, but the input has ",
-              in_features, " (input shape ", input.sizes(), ")");
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": expected input and weight to have the same dtype, got ",
-              input.scalar_type(), " and ", weight.scalar_type());
-  TORCH_CHECK(weight.device() == input.device(), op, ": expected input and weight on the same device, got ",
-              input.device(), " and ", weight.device());
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": expected a 1-D bias of size ",
-                weight.size(0), ", got shape ", bias->sizes());
-    TORCH_CHECK(bias->scalar_type() == input.scalar_type(), op, ": expected bias dtype ", input.scalar_type(), ", got ",
-                bias->scalar_type());
-    TORCH_CHECK(bias->device() == input.device(), op, ": expected bias on ", input.device(), ", got ", bias->device());
+// The name Python prints (str(torch.float32) == "torch.float32"), so both sides read alike.
+inline std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kLong: return "torch.int64";
+    case at::kInt: return "torch.int32";
+    case at::kShort: return "torch.int16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kBool: return "torch.bool";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
+    default: return std::string("torch.") + c10::toString(t);
   }
 }
+
+inline std::string indexed(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
 
 inline void check_input(const char* op, const at::Tensor& input) {
   TORCH_CHECK(input.dim() >= 1, op, ": expected an input of shape [..., in_features], got a 0-D tensor");
   TORCH_CHECK(is_linear_dtype(input.scalar_type()), op,
-              ": expected float32, float64, float16 or bfloat16 tensors, got input dtype ", input.scalar_type());
+              ": expected float32, float64, float16 or bfloat16 tensors, got input dtype ",
+              dtype_name(input.scalar_type()));
+}
+
+// `t` has the input's dtype and device.
+inline void check_like_input(const char* op, const std::string& what, const at::Tensor& t, const at::Tensor& input) {
+  TORCH_CHECK(t.scalar_type() == input.scalar_type(), op, ": expected ", what, " of the input's dtype ",
+              dtype_name(input.scalar_type()), ", got ", dtype_name(t.scalar_type()));
+  TORCH_CHECK(t.device() == input.device(), op, ": expected ", what, " on the input's device ", input.device(),
+              ", got ", t.device());
+}
+
+// weight [out, in] with in == in_features; bias [out] or absent.
+inline void check_layer(const char* op, const std::string& weight_name, const std::string& bias_name,
+                        const at::Tensor& input, int64_t in_features, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(weight.dim() == 2, op, ": expected ", weight_name, " to be a 2-D weight [out_features, in_features], got shape ",
+              weight.sizes());
+  TORCH_CHECK(weight.size(1) == in_features, op, ": ", weight_name, " of shape ", weight.sizes(), " expects ", weight.size(1),
+              " input features, but its input has ", in_features);
+  check_like_input(op, weight_name, weight, input);
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": expected ", bias_name,
+                " to be a 1-D bias of size ", weight.size(0), ", got shape ", bias->sizes());
+    check_like_input(op, bias_name, *bias, input);
+  }
+}
+
+// `t` has exactly the shape `expected` and the input's dtype and device.
+inline void check_shaped(const char* op, const std::string& what, const at::Tensor& t, c10::IntArrayRef expected,
+                         const at::Tensor& input) {
+  TORCH_CHECK(t.sizes() == expected, op, ": expected ", what, " of shape ", expected, ", got ", t.sizes());
+  check_like_input(op, what, t, input);
+}
+
+inline std::vector<int64_t> output_shape(const at::Tensor& input, int64_t features) {
+  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end() - 1);
+  shape.push_back(features);
+  return shape;
+}
+
+inline int64_t leading_rows(const at::Tensor& input) {
+  return c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
 }
 
 // input [..., in], weight [out, in], bias [out] or absent; one device, one float dtype.
 inline void check_linear_args(const char* op, const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias) {
   check_input(op, input);
-  check_layer_args(op, -1, input, input.size(-1), weight, bias);
+  check_layer(op, "weight", "bias", input, input.size(-1), weight, bias);
+}
+
+// _linear_relu_backward: as linear_relu, plus out and grad_out of the output's shape.
+inline void check_linear_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& out,
+                                       const at::Tensor& input, const at::Tensor& weight) {
+  check_linear_args(op, input, weight, std::nullopt);
+  const std::vector<int64_t> shape = output_shape(input, weight.size(0));
+  check_shaped(op, "out", out, shape, input);
+  check_shaped(op, "grad_out", grad_out, shape, input);
 }
 
 inline void check_mlp_args(const char* op, const at::Tensor& input, at::TensorList weights,
@@ -55,9 +112,23 @@ inline void check_mlp_args(const char* op, const at::Tensor& input, at::TensorLi
               biases.size(), " biases for ", weights.size(), " weights");
   int64_t features = input.size(-1);
   for (size_t i = 0; i < weights.size(); ++i) {
-    check_layer_args(op, static_cast<int64_t>(i), input, features, weights[i], biases.get(i));
+    check_layer(op, indexed("weights", i), indexed("biases", i), input, features, weights[i], biases.get(i));
     features = weights[i].size(0);
   }
+}
+
+// _mlp_backward: as mlp, plus L-1 hidden activations [rows, width_i] and grad_out of the output's shape.
+inline void check_mlp_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& input,
+                                    at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
+                                    at::TensorList hidden) {
+  check_mlp_args(op, input, weights, biases);
+  TORCH_CHECK(hidden.size() + 1 == weights.size(), op, ": expected ", weights.size() - 1,
+              " hidden activations (one per layer but the last), got ", hidden.size());
+  const int64_t rows = leading_rows(input);
+  for (size_t i = 0; i < hidden.size(); ++i) {
+    check_shaped(op, indexed("hidden", i), hidden[i], {rows, weights[i].size(0)}, input);
+  }
+  check_shaped(op, "grad_out", grad_out, output_shape(input, weights.back().size(0)), input);
 }
 
 }  // namespace initkit

@@ -5,11 +5,12 @@
 //   - tiny layers (few multiply-adds, contiguous float/double): a direct loop with bias and ReLU
 //     fused per element; the cost of one BLAS call (dispatch, checks, bias copy) is larger than
 //     the arithmetic;
-//   - otherwise at::addmm_out (the bias is copied into the output, then GEMM with beta=1), then
-//     an in-place, vectorized, parallel clamp. Clamping by row blocks right after each block's
-//     GEMM (to catch the output in cache) was measured slower with MKL on 1 and 2 threads (5%
-//     and 20-40%: smaller GEMMs parallelize worse), and the clamp pass costs < 5% of the GEMM
-//     at every benchmarked shape, so the GEMM runs whole.
+//   - otherwise the GEMM with the bias on the engine dense_gemm.h picks for the shape (MKL or
+//     oneDNN), then an in-place, vectorized, parallel clamp that keeps NaN (oneDNN's ReLU
+//     post-op does not). Clamping by row blocks right after each block's GEMM (to catch the
+//     output in cache) was measured slower with MKL on 1 and 2 threads (5% and 20-40%: smaller
+//     GEMMs parallelize worse), and the clamp pass costs < 5% of the GEMM at every benchmarked
+//     shape, so the GEMM runs whole.
 // Inputs may be strided (BLAS takes strides); the output is contiguous.
 #pragma once
 #include <ATen/ATen.h>
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "dense_gemm.h"
 #include "multiversion.h"
 
 namespace initkit {
@@ -101,30 +103,26 @@ inline void relu_inplace(at::Tensor& t) {
   });
 }
 
-// out [M, N] (contiguous) = relu?(x [M, K] @ w[N, K].T + b).
-inline void dense_layer(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b, at::Tensor& out,
-                        bool relu) {
+// [M, N] (contiguous) = relu?(x [M, K] @ w[N, K].T + b).
+inline at::Tensor dense_layer(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b, bool relu) {
   const int64_t rows = x.size(0), outs = w.size(0), ins = w.size(1);
-  if (rows == 0 || outs == 0) return;
+  if (rows == 0 || outs == 0) return at::empty({rows, outs}, x.options());
   const bool has_bias = b.has_value() && b->defined();
   const auto dtype = x.scalar_type();
   const int64_t macs = rows * outs * ins;
   const bool tiny = macs <= kTinyMacs || (rows == 1 && macs <= kTinyRowMacs);
   if (tiny && (dtype == at::kFloat || dtype == at::kDouble) && is_dense_rows(x) && w.is_contiguous() &&
       (!has_bias || b->is_contiguous())) {
+    at::Tensor out = at::empty({rows, outs}, x.options());
     AT_DISPATCH_FLOATING_TYPES(dtype, "initkit_dense_layer_cpu", [&] {
-      tiny_dense_isa(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                           has_bias ? b->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), rows, outs, ins,
-                           relu);
+      tiny_dense_isa(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), has_bias ? b->data_ptr<scalar_t>() : nullptr,
+                     out.data_ptr<scalar_t>(), rows, outs, ins, relu);
     });
-    return;
+    return out;
   }
-  if (has_bias) {
-    at::addmm_out(out, *b, x, w.t());
-  } else {
-    at::mm_out(out, x, w.t());
-  }
+  at::Tensor out = gemm_nt(x, w, b);
   if (relu) relu_inplace(out);
+  return out;
 }
 
 }  // namespace cpu

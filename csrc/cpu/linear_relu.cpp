@@ -3,7 +3,6 @@
 // weight [out, in], bias [out] or None, all float32/float64/float16/bfloat16 of one dtype.
 // One output allocation; bias, GEMM and ReLU fused as described in dense_layer.h.
 #include <ATen/ATen.h>
-#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include "../common/linear_checks.h"
@@ -15,13 +14,10 @@ namespace {
 at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_linear_args("initkit::linear_relu", input, weight, bias);
   const int64_t ins = weight.size(1), outs = weight.size(0);
-  const int64_t rows = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
-  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end() - 1);
-  out_shape.push_back(outs);
+  const int64_t rows = leading_rows(input);
   const at::Tensor x = input.dim() == 2 ? input : input.reshape({rows, ins});
-  at::Tensor out = at::empty({x.size(0), outs}, input.options());
-  cpu::dense_layer(x, weight, bias, out, /*relu=*/true);
-  return input.dim() == 2 ? out : out.view(out_shape);
+  const at::Tensor out = cpu::dense_layer(x, weight, bias, /*relu=*/true);
+  return input.dim() == 2 ? out : out.view(output_shape(input, outs));
 }
 
 }  // namespace

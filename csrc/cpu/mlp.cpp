@@ -5,7 +5,6 @@
 // _mlp_forward also returns the hidden activations h_1 .. h_{L-1} as [rows, width] tensors, which
 // the autograd kernel saves for _mlp_backward.
 #include <ATen/ATen.h>
-#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -20,20 +19,17 @@ namespace {
 at::Tensor mlp_layers(const char* op, const at::Tensor& input, at::TensorList weights,
                       const c10::List<std::optional<at::Tensor>>& biases, std::vector<at::Tensor>* hidden) {
   check_mlp_args(op, input, weights, biases);
-  const int64_t rows = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  const int64_t rows = leading_rows(input);
   at::Tensor x = input.dim() == 2 ? input : input.reshape({rows, input.size(-1)});
   const size_t layers = weights.size();
   for (size_t i = 0; i < layers; ++i) {
     const bool last = i + 1 == layers;
-    at::Tensor out = at::empty({rows, weights[i].size(0)}, input.options());
-    cpu::dense_layer(x, weights[i], biases.get(i), out, /*relu=*/!last);
+    at::Tensor out = cpu::dense_layer(x, weights[i], biases.get(i), /*relu=*/!last);
     if (hidden != nullptr && !last) hidden->push_back(out);
     x = std::move(out);
   }
   if (input.dim() == 2) return x;
-  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end() - 1);
-  out_shape.push_back(x.size(1));
-  return x.view(out_shape);
+  return x.view(output_shape(input, x.size(1)));
 }
 
 at::Tensor mlp_cpu(const at::Tensor& input, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases) {

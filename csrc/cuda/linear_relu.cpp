@@ -6,7 +6,6 @@
 // Backward uses the device-generic kernels in autograd/.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include "../common/linear_checks.h"
@@ -22,16 +21,10 @@ at::Tensor dense_layer_cuda(const at::Tensor& x, const at::Tensor& weight, const
   return relu ? out.relu_() : out;
 }
 
-std::vector<int64_t> output_shape(const at::Tensor& input, int64_t features) {
-  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end() - 1);
-  shape.push_back(features);
-  return shape;
-}
-
 at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_linear_args("initkit::linear_relu", input, weight, bias);
   const c10::cuda::CUDAGuard guard(input.device());
-  const int64_t rows = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  const int64_t rows = leading_rows(input);
   const at::Tensor out = dense_layer_cuda(input.reshape({rows, weight.size(1)}), weight, bias, /*relu=*/true);
   return out.view(output_shape(input, weight.size(0)));
 }
@@ -40,7 +33,7 @@ at::Tensor mlp_layers_cuda(const char* op, const at::Tensor& input, at::TensorLi
                            const c10::List<std::optional<at::Tensor>>& biases, std::vector<at::Tensor>* hidden) {
   check_mlp_args(op, input, weights, biases);
   const c10::cuda::CUDAGuard guard(input.device());
-  const int64_t rows = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  const int64_t rows = leading_rows(input);
   at::Tensor x = input.reshape({rows, input.size(-1)});
   for (size_t i = 0; i < weights.size(); ++i) {
     const bool last = i + 1 == weights.size();

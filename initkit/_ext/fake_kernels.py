@@ -44,7 +44,7 @@ def _multi_fill_fake(tensors, kinds, params, seed, streams):
 # ---- fused dense layers: output shapes, after the checks the kernels make (a fake tensor must
 # reject what the real kernel rejects, e.g. a meta input with a cpu weight) ----------------------
 
-from .checks import check_linear, check_mlp  # noqa: E402
+from .checks import check_linear, check_linear_backward, check_mlp, check_mlp_backward, leading_rows  # noqa: E402
 
 
 @torch.library.register_fake("initkit::linear_relu")
@@ -55,6 +55,7 @@ def _linear_relu_fake(input, weight, bias=None):
 
 @torch.library.register_fake("initkit::_linear_relu_backward")
 def _linear_relu_backward_fake(grad_out, out, input, weight, output_mask):
+    check_linear_backward("initkit::_linear_relu_backward", grad_out, out, input, weight)
     grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if output_mask[0] else None
     grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format) if output_mask[1] else None
     grad_bias = weight.new_empty((weight.shape[0],)) if output_mask[2] else None
@@ -63,16 +64,9 @@ def _linear_relu_backward_fake(grad_out, out, input, weight, output_mask):
 
 def _mlp_output(op, input, weights, biases, keep_hidden):
     check_mlp(op, input, weights, biases)
-    rows = _leading_numel(input)
+    rows = leading_rows(input)
     hidden = [input.new_empty((rows, w.shape[0])) for w in weights[:-1]] if keep_hidden else []
     return input.new_empty((*input.shape[:-1], weights[-1].shape[0])), hidden
-
-
-def _leading_numel(input):
-    rows = 1
-    for size in input.shape[:-1]:
-        rows *= size
-    return rows
 
 
 @torch.library.register_fake("initkit::mlp")
@@ -87,6 +81,7 @@ def _mlp_forward_fake(input, weights, biases):
 
 @torch.library.register_fake("initkit::_mlp_backward")
 def _mlp_backward_fake(grad_out, input, weights, biases, hidden, input_grad):
+    check_mlp_backward("initkit::_mlp_backward", grad_out, input, weights, biases, hidden)
     grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if input_grad else None
     grad_weights = [torch.empty_like(w, memory_format=torch.contiguous_format) for w in weights]
     grad_biases = [b.new_empty(b.shape) for b in biases if b is not None]

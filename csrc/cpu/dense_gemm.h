@@ -1,0 +1,233 @@
+// The CPU GEMM of the dense ops: c [M, N] = a [M, K] @ b [N, K].T (+ bias), a and b any strides,
+// on the faster of two engines that torch ships, chosen per shape by measurement:
+//   - MKL (at::addmm / at::mm), what eager F.linear runs;
+//   - oneDNN's inner product (torch's mkldnn::_linear_pointwise op, reached through the
+//     dispatcher: no new dependency; absent or disabled -> MKL only). On AVX-512 Xeons it runs
+//     up to 2x MKL's float32 FLOP rate (issue 10), but costs ~10 us more per call and loses at
+//     some small and skinny shapes, so neither engine wins everywhere.
+// The rule: shapes with fewer than kCalibrateMinMacs multiply-adds go to MKL, more than
+// kCalibrateMaxMacs to oneDNN; in between, the first call of each (M, N, K, dtype, strides,
+// threads) times both engines (kCalibrationRuns each, best of), keeps the winner for the process
+// and returns the winner's result. INITKIT_CPU_GEMM=mkl or =onednn pins one engine (e.g. for
+// bit-identical results across processes: the engines round differently).
+//
+// No ReLU post-op: oneDNN's eltwise ReLU maps NaN to 0 (F.relu keeps NaN), so the caller clamps.
+//
+// Packed weights (inference): when the caller allows it (PackWeightsGuard, set by the autograd
+// layer only when no graph is recorded), b is reordered once into oneDNN's blocked layout
+// (mkldnn::_reorder_linear_weight) and reused while its TensorImpl, data pointer and version
+// counter are unchanged; a changed weight repacks. Memory: one extra copy of each packed weight
+// (same dtype and size, plus oneDNN's block padding) for as long as the weight lives (entries
+// hold weak references; at most kMaxPacked are kept). A write that bypasses the version counter
+// (through `.data`) is not seen: as for any cached derived tensor in torch.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+namespace initkit {
+namespace cpu {
+
+constexpr int64_t kCalibrateMinMacs = 1 << 16;
+constexpr int64_t kCalibrateMaxMacs = int64_t(1) << 30;
+constexpr int kCalibrationRuns = 3;
+constexpr size_t kMaxPacked = 256;
+
+enum class Engine : uint8_t { kMkl, kOneDnn };
+
+// Set while the autograd layer runs an op without recording a graph: weights may be packed.
+inline bool& pack_weights_allowed() {
+  thread_local bool allowed = false;
+  return allowed;
+}
+
+struct PackWeightsGuard {
+  explicit PackWeightsGuard(bool allow) : previous_(pack_weights_allowed()) { pack_weights_allowed() = allow; }
+  ~PackWeightsGuard() { pack_weights_allowed() = previous_; }
+  PackWeightsGuard(const PackWeightsGuard&) = delete;
+  PackWeightsGuard& operator=(const PackWeightsGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+using LinearPointwiseSig = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                      c10::string_view, c10::List<std::optional<at::Scalar>>,
+                                      std::optional<c10::string_view>);
+using ReorderWeightSig = at::Tensor(const at::Tensor&, std::optional<int64_t>);
+
+template <typename Sig>
+std::optional<c10::TypedOperatorHandle<Sig>> find_op(const char* name) {
+  const auto handle = c10::Dispatcher::singleton().findSchema({name, ""});
+  if (!handle.has_value() || !handle->hasKernelForDispatchKey(c10::DispatchKey::CPU)) return std::nullopt;
+  try {
+    return handle->template typed<Sig>();
+  } catch (const c10::Error&) {  // a torch whose kernel has another C++ signature: MKL only
+    return std::nullopt;
+  }
+}
+
+inline const std::optional<c10::TypedOperatorHandle<LinearPointwiseSig>>& linear_pointwise_op() {
+  static const auto op = find_op<LinearPointwiseSig>("mkldnn::_linear_pointwise");
+  return op;
+}
+
+inline const std::optional<c10::TypedOperatorHandle<ReorderWeightSig>>& reorder_weight_op() {
+  static const auto op = find_op<ReorderWeightSig>("mkldnn::_reorder_linear_weight");
+  return op;
+}
+
+// INITKIT_CPU_GEMM: "mkl", "onednn" or unset/"auto".
+inline std::optional<Engine> pinned_engine() {
+  static const std::optional<Engine> pinned = []() -> std::optional<Engine> {
+    const char* env = std::getenv("INITKIT_CPU_GEMM");
+    if (env == nullptr) return std::nullopt;
+    if (std::strcmp(env, "mkl") == 0) return Engine::kMkl;
+    if (std::strcmp(env, "onednn") == 0) return Engine::kOneDnn;
+    return std::nullopt;
+  }();
+  return pinned;
+}
+
+inline bool onednn_usable(const at::Tensor& a, const at::Tensor& b) {
+  const auto dtype = a.scalar_type();
+  return (dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf) && a.size(0) > 0 && a.size(1) > 0 &&
+         b.size(0) > 0 && linear_pointwise_op().has_value() && at::globalContext().userEnabledMkldnn();
+}
+
+// ---- packed weights ------------------------------------------------------------------------
+
+struct PackedWeight {
+  c10::weak_intrusive_ptr<c10::TensorImpl> owner;
+  const void* data;
+  int64_t version;
+  at::Tensor packed;
+};
+
+inline std::mutex& pack_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+inline std::vector<PackedWeight>& pack_cache() {
+  static std::vector<PackedWeight> cache;
+  return cache;
+}
+
+// The packed form of weight b [N, K], or an undefined tensor when b cannot be tracked.
+inline at::Tensor packed_weight(const at::Tensor& b, int64_t batch) {
+  if (!pack_weights_allowed() || !reorder_weight_op().has_value() || b.is_inference() || !b.is_contiguous()) return {};
+  const int64_t version = b._version();
+  const void* data = b.data_ptr();
+  std::lock_guard<std::mutex> lock(pack_mutex());
+  auto& cache = pack_cache();
+  for (auto it = cache.begin(); it != cache.end();) {
+    if (it->owner.expired()) {
+      it = cache.erase(it);
+      continue;
+    }
+    if (it->owner._unsafe_get_target() == b.unsafeGetTensorImpl()) {
+      if (it->data == data && it->version == version && it->packed.scalar_type() == b.scalar_type()) return it->packed;
+      it = cache.erase(it);  // the weight changed: repack below
+      continue;
+    }
+    ++it;
+  }
+  at::Tensor packed = reorder_weight_op()->call(b, batch);
+  if (cache.size() >= kMaxPacked) cache.erase(cache.begin());
+  cache.push_back({c10::weak_intrusive_ptr<c10::TensorImpl>(b.getIntrusivePtr()), data, version, packed});
+  return packed;
+}
+
+// ---- the two engines --------------------------------------------------------------------------
+
+inline at::Tensor gemm_mkl(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+  return bias.has_value() && bias->defined() ? at::addmm(*bias, a, b.t()) : at::mm(a, b.t());
+}
+
+inline at::Tensor gemm_onednn(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+  const at::Tensor packed = packed_weight(b, a.size(0));
+  return linear_pointwise_op()->call(a, packed.defined() ? packed : b, bias, "none", {std::nullopt}, std::nullopt);
+}
+
+inline at::Tensor gemm_with(Engine engine, const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+  return engine == Engine::kOneDnn ? gemm_onednn(a, b, bias) : gemm_mkl(a, b, bias);
+}
+
+// ---- the per-shape choice ------------------------------------------------------------------
+
+using GemmKey = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, bool, int>;
+
+struct GemmKeyHash {
+  size_t operator()(const GemmKey& k) const {
+    size_t h = 0;
+    const auto mix = [&h](size_t v) { h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
+    mix(std::get<0>(k)), mix(std::get<1>(k)), mix(std::get<2>(k)), mix(std::get<3>(k));
+    mix(std::get<4>(k)), mix(std::get<5>(k)), mix(std::get<6>(k)), mix(std::get<7>(k));
+    return h;
+  }
+};
+
+inline std::mutex& choice_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+inline std::unordered_map<GemmKey, Engine, GemmKeyHash>& choices() {
+  static std::unordered_map<GemmKey, Engine, GemmKeyHash> table;
+  return table;
+}
+
+// c = a @ b.T (+ bias) on the chosen engine; contiguous [M, N] output.
+inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+  if (!onednn_usable(a, b)) return gemm_mkl(a, b, bias);
+  if (const auto pinned = pinned_engine()) return gemm_with(*pinned, a, b, bias);
+  const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
+  const double macs = static_cast<double>(m) * n * k;
+  if (macs < kCalibrateMinMacs) return gemm_mkl(a, b, bias);
+  if (macs > kCalibrateMaxMacs) return gemm_onednn(a, b, bias);
+  const GemmKey key{m, n, k, static_cast<int>(a.scalar_type()), a.is_contiguous(), b.is_contiguous(),
+                    bias.has_value() && bias->defined(), at::get_num_threads()};
+  {
+    std::lock_guard<std::mutex> lock(choice_mutex());
+    const auto it = choices().find(key);
+    if (it != choices().end()) return gemm_with(it->second, a, b, bias);
+  }
+  // Calibrate on this call's own data: alternate the engines, keep each one's best time.
+  double best[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
+  at::Tensor result[2];
+  for (int run = 0; run <= kCalibrationRuns; ++run) {  // run 0 warms up (oneDNN builds its primitive)
+    for (int e = 0; e < 2; ++e) {
+      const auto start = std::chrono::steady_clock::now();
+      result[e] = gemm_with(static_cast<Engine>(e), a, b, bias);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (run > 0 && seconds < best[e]) best[e] = seconds;
+    }
+  }
+  const Engine winner = best[1] < best[0] ? Engine::kOneDnn : Engine::kMkl;
+  {
+    std::lock_guard<std::mutex> lock(choice_mutex());
+    choices().emplace(key, winner);
+  }
+  return result[static_cast<int>(winner)];
+}
+
+// a [M, K] @ b [N, K].T on any device: the engine choice above on CPU, at::mm elsewhere.
+inline at::Tensor mm_nt(const at::Tensor& a, const at::Tensor& b) {
+  return a.is_cpu() ? gemm_nt(a, b, std::nullopt) : at::mm(a, b.t());
+}
+
+}  // namespace cpu
+}  // namespace initkit

@@ -1,0 +1,130 @@
+"""The CPU dense ops on each GEMM engine (csrc/cpu/dense_gemm.h): MKL, oneDNN, and the
+per-shape choice between them, against F.relu(F.linear(...)): values, gradients, NaN/inf
+semantics, strides, bfloat16, and inference weights packed while their version is unchanged.
+Each engine is pinned with INITKIT_CPU_GEMM in a child process (the choice is made once per
+process)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import initkit
+from initkit.functional import linear_relu, mlp
+
+CHECKS = textwrap.dedent(
+    """
+    import torch, torch.nn.functional as F
+    import initkit
+    from initkit.functional import linear_relu, mlp
+    torch.manual_seed(0)
+
+    def ref(x, w, b):
+        return F.relu(F.linear(x, w, b))
+
+    def same(a, b, tol):
+        assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+        assert torch.equal(a.isnan(), b.isnan()), "NaN pattern differs"
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True)
+
+    for m, k, n in [(256, 256, 256), (32, 1024, 512), (64, 300, 70), (4096, 64, 256)]:
+        x, w, b = torch.randn(m, k), torch.randn(n, k) / k**0.5, torch.randn(n)
+        same(linear_relu(x, w, b), ref(x, w, b), 1e-4)
+        same(linear_relu(x, w), ref(x, w, None), 1e-4)
+        xt = x.t().contiguous().t()  # column-major input, transposed weight
+        same(linear_relu(xt, w.t().contiguous().t(), b), ref(x, w, b), 1e-4)
+        # NaN and inf: NaN stays NaN (oneDNN's ReLU post-op would give 0), -inf -> 0, +inf stays
+        xs, bs = x.clone(), b.clone()
+        xs[0, 0] = float("nan"); xs[1, :] = float("inf"); bs[2] = -float("inf"); bs[3] = float("nan")
+        same(linear_relu(xs, w, bs), ref(xs, w, bs), 1e-4)
+        with torch.no_grad():
+            same(linear_relu(xs, w, bs), ref(xs, w, bs), 1e-4)
+        # gradients
+        xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
+        xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
+        g = torch.randn(m, n)
+        (linear_relu(xg, wg, bg) * g).sum().backward()
+        (ref(xr, wr, br) * g).sum().backward()
+        for ours, theirs in ((xg, xr), (wg, wr), (bg, br)):
+            same(ours.grad, theirs.grad, 1e-3)
+        # bfloat16: within twice torch's own error in bf16 (+ a rounding floor)
+        truth = ref(x, w, b)
+        err = (linear_relu(x.bfloat16(), w.bfloat16(), b.bfloat16()).float() - truth).abs().max()
+        err_torch = (ref(x.bfloat16(), w.bfloat16(), b.bfloat16()).float() - truth).abs().max()
+        assert err <= 2 * err_torch + 1e-2, (err, err_torch)
+
+    # mlp forward and backward
+    sizes = [256, 512, 256, 10]
+    ws = [torch.randn(o, i) / i**0.5 for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [torch.randn(o) for o in sizes[1:]]
+    x = torch.randn(64, 256)
+    def ref_mlp(x, ws, bs):
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            x = F.linear(x, w, b)
+            x = F.relu(x) if i + 1 < len(ws) else x
+        return x
+    same(mlp(x, ws, bs), ref_mlp(x, ws, bs), 1e-4)
+    wg = [w.clone().requires_grad_() for w in ws]; wr = [w.clone().requires_grad_() for w in ws]
+    mlp(x, wg, bs).square().sum().backward(); ref_mlp(x, wr, bs).square().sum().backward()
+    for a, b_ in zip(wg, wr):
+        same(a.grad, b_.grad, 1e-3)
+
+    # inference: packed weights are reused while unchanged, repacked when the weight changes
+    layer = initkit.nn.FusedLinearReLU(512, 512)
+    x = torch.randn(64, 512)
+    with torch.no_grad():
+        first = layer(x)
+        same(layer(x), first, 0)
+        same(first, ref(x, layer.weight, layer.bias), 1e-4)
+        layer.weight.mul_(-1)  # bumps the version counter
+        same(layer(x), ref(x, layer.weight, layer.bias), 1e-4)
+        layer.weight.copy_(torch.randn(512, 512))
+        small = torch.randn(3, 512)  # another batch size reuses the packed weight
+        same(layer(small), ref(small, layer.weight, layer.bias), 1e-4)
+        same(layer(x), ref(x, layer.weight, layer.bias), 1e-4)
+        layer.load_state_dict({"weight": torch.randn(512, 512), "bias": torch.randn(512)})
+        same(layer(x), ref(x, layer.weight, layer.bias), 1e-4)
+        for _ in range(300):  # many short-lived weights: the cache stays bounded and valid
+            w = torch.randn(256, 256)
+            same(linear_relu(x[:, :256], w), ref(x[:, :256], w, None), 1e-4)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("engine", ["mkl", "onednn", "auto"])
+def test_engine_matches_torch(ext, engine):
+    env = dict(os.environ, INITKIT_CPU_GEMM=engine)
+    proc = subprocess.run([sys.executable, "-c", CHECKS], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
+def test_inference_after_training_step(ext):
+    """A weight trained in place between no_grad calls is seen by the next call."""
+    torch.manual_seed(0)
+    layer = initkit.nn.FusedLinearReLU(256, 256)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    x = torch.randn(128, 256)
+    for _ in range(3):
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), F.relu(F.linear(x, layer.weight, layer.bias)), rtol=1e-4, atol=1e-4)
+        layer(x).sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def test_mlp_inference_matches(ext):
+    torch.manual_seed(0)
+    model = initkit.nn.MLP([256, 256, 256, 10]).eval()
+    x = torch.randn(64, 256)
+    with torch.no_grad():
+        out = model(x)
+        for layer in model.layers:
+            x = F.linear(x, layer.weight, layer.bias)
+            x = F.relu(x) if layer is not model.layers[-1] else x
+    torch.testing.assert_close(out, x, rtol=1e-4, atol=1e-4)
