@@ -276,6 +276,29 @@ def test_hooks_on_the_traced_model_itself_are_kept(backend):
     assert calls == ["pre", "post"]
 
 
+class HasBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+def test_hooks_on_a_traced_through_submodule_prevent_graph_fusion(backend):
+    torch.manual_seed(0)
+    model = HasBlock()
+    calls = []
+    model.block.register_forward_hook(lambda m, args, out: calls.append(out.detach().clone()))
+    fused, report = initkit.fuse(model, report=True)
+    assert calls == []  # fuse did not trace (which would call the hook with placeholders)
+    assert report.fused == []
+    assert set(report.skipped.values()) == {"the submodule 'block' has hooks, so the forward is not traced"}
+    assert_same_behaviour(fused, model, torch.randn(3, 4))
+    assert len(calls) == 4  # the hook ran in every forward of both models
+
+
 def test_global_hooks_prevent_fusion(backend):
     seen = []
     handle = nn.modules.module.register_module_forward_hook(lambda m, a, out: seen.append(type(m)))

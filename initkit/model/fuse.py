@@ -210,12 +210,32 @@ def _unpickle(rebuild, args, class_name: str) -> _FusedGraphModule:
     return _graph_module(loaded, loaded.graph, args[0], class_name)
 
 
+def _hooked_traced_through(module: nn.Module, prefix: str = "") -> str | None:
+    """The first submodule with hooks that tracing would go through rather than keep as one call."""
+    for name, child in module.named_children():
+        path = _join(prefix, name)
+        if _Tracer().is_leaf_module(child, path):
+            continue
+        if _hooked(child):
+            return path
+        found = _hooked_traced_through(child, path)
+        if found:
+            return found
+    return None
+
+
 def _fuse_traced(model: nn.Module, report: FuseReport) -> nn.Module:
-    try:
-        eval_graph = _trace(model, training=False)  # first: it drops the tensor constants it stores
-        graph = _trace(model, training=True)
-    except Exception as error:  # noqa: BLE001  (any tracing failure: nothing can be proven)
-        reason = f"the forward cannot be traced by torch.fx ({_first_line(error)})"
+    reason = None
+    hooked = _hooked_traced_through(model)
+    if hooked:  # tracing would run its hooks on placeholders, and the traced forward would not run them
+        reason = f"the submodule {hooked!r} has hooks, so the forward is not traced"
+    else:
+        try:
+            eval_graph = _trace(model, training=False)  # first: it drops the tensor constants it stores
+            graph = _trace(model, training=True)
+        except Exception as error:  # noqa: BLE001  (any tracing failure: nothing can be proven)
+            reason = f"the forward cannot be traced by torch.fx ({_first_line(error)})"
+    if reason:
         for name, m in model.named_modules():
             if type(m) is nn.Linear:
                 report._skip(name, reason)
