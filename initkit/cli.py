@@ -1,10 +1,12 @@
 """The command line: `initkit <command>` (also `python -m initkit`): demo, summary, diagnose, bench.
 
 Each subcommand sets `handler`, a function taking the parsed arguments and returning the exit
-status.
+status. An error ends the command with one line on stderr and exit status 2; `--debug` (or
+INITKIT_DEBUG=1) shows the traceback instead.
 """
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -20,20 +22,30 @@ from .model.apply import initialize
 from .model.fuse import fuse
 
 
+class CommandError(Exception):
+    """A failure the command line explains in its message (no exception type shown)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="initkit", description=__doc__)
+    debug_help = "show the traceback of an error (also INITKIT_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # accepted after the subcommand too; SUPPRESS keeps a subcommand from resetting it to False
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    demo = subparsers.add_parser("demo", help="init, summary, TorchScript and fused vs eager on a tiny MLP")
+    add_parser = functools.partial(subparsers.add_parser, parents=[common])
+    demo = add_parser("demo", help="init, summary, TorchScript and fused vs eager on a tiny MLP")
     demo.set_defaults(handler=run_demo)
 
-    summary = subparsers.add_parser("summary", help="torchinfo-style summary of MODULE:FACTORY")
+    summary = add_parser("summary", help="torchinfo-style summary of MODULE:FACTORY")
     summary.add_argument("target", metavar="MODULE:FACTORY", help="e.g. mypkg.models:build (called without arguments)")
     summary.add_argument("--input-size", type=int, nargs="+", metavar="N", help="input shape, e.g. --input-size 2 4")
     summary.add_argument("--dtype", default=None, help="input dtype, e.g. float32 or int64 (token ids)")
     summary.add_argument("--depth", type=int, default=3)
     summary.set_defaults(handler=run_summary)
 
-    diagnose = subparsers.add_parser("diagnose", help="std per layer of a deep MLP under an init")
+    diagnose = add_parser("diagnose", help="std per layer of a deep MLP under an init")
     diagnose.add_argument("--depth", type=int, default=30)
     diagnose.add_argument("--width", type=int, default=128)
     diagnose.add_argument("--activation", choices=["tanh", "relu"], default="tanh")
@@ -42,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--plot", metavar="PNG", help="also save a plot (needs matplotlib)")
     diagnose.set_defaults(handler=run_diagnose)
 
-    bench = subparsers.add_parser("bench", help="compare initkit's fills and fused layers with torch and the floors")
+    bench = add_parser("bench", help="compare initkit's fills and fused layers with torch and the floors")
     bench.add_argument("--budget", type=float, default=0.9, help="seconds of timing per fill comparison")
     bench.add_argument("--markdown", action="store_true", help="print the README's table format")
     bench.add_argument("--quick", action="store_true", help="fewer Linear+ReLU shapes")
@@ -53,52 +65,51 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_factory(target: str):
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"expected MODULE:FACTORY, got {target!r}")
+        raise CommandError(f"expected MODULE:FACTORY, got {target!r}")
     if os.getcwd() not in sys.path:  # the console script does not put the working directory on the path
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001  (whatever importing the user's module raises)
+        raise CommandError(f"cannot import {module_name}: {_describe(error)}") from error
     try:
         factory = getattr(module, attribute)
     except AttributeError:
-        raise ValueError(f"{module_name} has no attribute {attribute!r}") from None
+        raise CommandError(f"{module_name} has no attribute {attribute!r}") from None
     if not (isinstance(factory, nn.Module) or callable(factory)):
-        raise TypeError(f"{target} is a {type(factory).__name__}, not an nn.Module or a function returning one")
-    model = factory if isinstance(factory, nn.Module) else factory()
+        raise CommandError(f"{target} is a {type(factory).__name__}, not an nn.Module or a function returning one")
+    if isinstance(factory, nn.Module):
+        return factory
+    try:
+        model = factory()
+    except Exception as error:  # noqa: BLE001  (whatever the user's factory raises)
+        raise CommandError(f"{target}() raised {_describe(error)}") from error
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{target} gave a {type(model).__name__}, not an nn.Module")
+        raise CommandError(f"{target} gave a {type(model).__name__}, not an nn.Module")
     return model
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    try:
-        model = _load_factory(args.target)
-        dtypes = None
-        if args.dtype is not None:
-            dtype = getattr(torch, args.dtype, None)
-            if not isinstance(dtype, torch.dtype):
-                raise ValueError(f"unknown dtype {args.dtype!r}")
-            dtypes = [dtype]
-        result = _summary.summary(model, input_size=args.input_size, depth=args.depth, dtypes=dtypes)
-    except (ImportError, ValueError, TypeError) as error:
-        print(f"initkit summary: {error}", file=sys.stderr)
-        return 2
-    print(result)
+    model = _load_factory(args.target)
+    dtypes = None
+    if args.dtype is not None:
+        dtype = getattr(torch, args.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise CommandError(f"unknown dtype {args.dtype!r}")
+        dtypes = [dtype]
+    print(_summary.summary(model, input_size=args.input_size, depth=args.depth, dtypes=dtypes))
     return 0
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
-    try:
-        report = _diagnose.diagnose_depth(
-            depth=args.depth,
-            width=args.width,
-            activation=args.activation,
-            init=args.init or ("zeros", "normal", "xavier_normal", "kaiming_normal"),
-            batch=args.batch,
-            plot=args.plot,
-        )
-    except (ImportError, ValueError) as error:
-        print(f"initkit diagnose: {error}", file=sys.stderr)
-        return 2
+    report = _diagnose.diagnose_depth(
+        depth=args.depth,
+        width=args.width,
+        activation=args.activation,
+        init=args.init or ("zeros", "normal", "xavier_normal", "kaiming_normal"),
+        batch=args.batch,
+        plot=args.plot,
+    )
     print(report)
     if args.plot:
         print(f"plot saved to {args.plot}")
@@ -142,8 +153,9 @@ def run_demo(args: argparse.Namespace) -> int:
     for batch_size in (2, 256):
         batch = torch.randn(batch_size, 4)
         same = torch.allclose(fused(batch), model(batch), rtol=1e-6, atol=1e-6)
-        with torch.no_grad():  # side by side, medians over rounds: stable on a busy machine
-            t = median_seconds({"fused": lambda: fused(batch), "eager": lambda: model(batch)}, budget_s=0.5)
+        # side by side, medians over rounds of short blocks (most escape preemption): stable on a busy machine
+        with torch.no_grad():
+            t = median_seconds({"fused": lambda: fused(batch), "eager": lambda: model(batch)}, budget_s=0.5, block_s=2e-4)
         fused_s, eager_s = t["fused"], t["eager"]
         print(
             f"batch {batch_size}: fused {fused_s * 1e6:.1f} us, eager {eager_s * 1e6:.1f} us, "
@@ -165,6 +177,21 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(error: BaseException) -> str:
+    """One line: the exception's type (unless the message is the command line's own) and the
+    first line of its message."""
+    lines = str(error).strip().splitlines()
+    message = lines[0] if lines else ""
+    return message if isinstance(error, CommandError) else f"{type(error).__name__}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    debug = args.debug or os.environ.get("INITKIT_DEBUG") == "1"
+    try:
+        return args.handler(args)
+    except Exception as error:  # noqa: BLE001  (every failure becomes one line, unless debugging)
+        if debug:
+            raise
+        print(f"initkit {args.command}: {_describe(error)} (--debug shows the traceback)", file=sys.stderr)
+        return 2

@@ -1,6 +1,7 @@
 """The demo / summary / diagnose subcommands (initkit/cli.py)."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,12 @@ def build():
     return nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
 
 not_a_model = 3
+
+def broken():
+    raise RuntimeError("boom: the factory failed\\nsecond line")
 """
+
+SYNTAX_ERROR_MODULE = "def build(:\n    pass\n"
 
 
 def _run(argv):
@@ -25,6 +31,7 @@ def _run(argv):
 @pytest.fixture
 def factory_dir(tmp_path, monkeypatch):
     (tmp_path / "cli_models.py").write_text(FACTORY_MODULE)
+    (tmp_path / "cli_bad_syntax.py").write_text(SYNTAX_ERROR_MODULE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
@@ -85,3 +92,55 @@ def test_python_dash_m_initkit_summary(factory_dir):
     )
     assert result.returncode == 0, result.stderr
     assert "Total params: 51" in result.stdout
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["summary", "cli_models:broken"], "initkit summary: cli_models:broken() raised RuntimeError: boom: the factory failed"),
+        (["summary", "cli_bad_syntax:build"], "initkit summary: cannot import cli_bad_syntax: SyntaxError: "),
+        (["summary", "cli_models:build", "--input-size", "99999999999", "4"],
+         "initkit summary: RuntimeError: summary: cannot allocate an input of shape [99999999999, 4]"),
+        (["summary", "cli_models:build", "--input-size", "2", "7"], "summary: the forward pass failed"),
+        (["diagnose", "--batch", "0"], "initkit diagnose: ValueError: diagnose_depth: batch must be an int >= 1, got 0"),
+        (["diagnose", "--batch", "-1"], "initkit diagnose: ValueError: diagnose_depth: batch must be an int >= 1, got -1"),
+        (["diagnose", "--depth", "3", "--plot", "no/such/dir/p.png"], "FileNotFoundError: cannot write no/such/dir/p.png"),
+        (["diagnose", "--depth", "3", "--plot", "."], "IsADirectoryError: cannot write .: it is a directory"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(factory_dir, capsys, argv, message):
+    assert _run(argv) == 2
+    line = _one_error_line(capsys)
+    assert message in line and line.endswith("(--debug shows the traceback)"), line
+    assert "second line" not in line
+
+
+@pytest.mark.parametrize("how", ["flag before", "flag after", "environment"])
+def test_debug_shows_the_exception(factory_dir, monkeypatch, how):
+    argv = ["summary", "cli_models:broken"]
+    if how == "environment":
+        monkeypatch.setenv("INITKIT_DEBUG", "1")
+    else:
+        argv = ["--debug", *argv] if how == "flag before" else [*argv, "--debug"]
+    with pytest.raises(Exception, match="raised RuntimeError: boom") as info:
+        _run(argv)
+    assert isinstance(info.value.__cause__, RuntimeError)  # the factory's own exception is chained
+
+
+def test_python_dash_m_initkit_error_is_one_line(factory_dir):
+    command = [sys.executable, "-m", "initkit", "summary", "cli_models:broken"]
+    env = {k: v for k, v in os.environ.items() if k != "INITKIT_DEBUG"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "initkit summary: cli_models:broken() raised RuntimeError: boom: the factory failed (--debug shows the traceback)"
+    ], result.stderr
+    result = subprocess.run(command, capture_output=True, text=True, env={**env, "INITKIT_DEBUG": "1"}, timeout=300)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "boom" in result.stderr

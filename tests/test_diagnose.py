@@ -54,6 +54,38 @@ def test_diagnose_records_every_leaf_and_gradients(backend):
     assert model[0].weight.grad is not None
 
 
+def _recorded(model, x):
+    """Each leaf's output (cloned in the hook) and the gradient at it, the slow reference way."""
+    outputs, grads = {}, {}
+    handles = []
+    for name, module in model.named_children():
+        def hook(m, args, out, name=name):
+            outputs[name] = out.detach().clone()
+            out.register_hook(lambda g: grads.__setitem__(name, g.clone()))
+        handles.append(module.register_forward_hook(hook))
+    out = model(x)
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    for handle in handles:
+        handle.remove()
+    return outputs, grads
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_diagnose_records_what_each_layer_produced_before_in_place_ops(backend, inplace):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(inplace=inplace), nn.Linear(16, 16), nn.ReLU(inplace=inplace))
+    x = torch.randn(64, 8)
+    reference = nn.Sequential(*[nn.ReLU() if isinstance(m, nn.ReLU) else m for m in model])  # no in-place op
+    outputs, grads = _recorded(reference, x)
+    diagnosis = initkit.diagnose(model, x)
+    for layer in diagnosis.layers:
+        # the Linear's statistics are pre-ReLU (mean near 0), not what ReLU(inplace=True) left in its tensor
+        assert layer.act_mean == pytest.approx(float(outputs[layer.name].mean()), rel=1e-5, abs=1e-7), layer.name
+        assert layer.act_std == pytest.approx(float(outputs[layer.name].std()), rel=1e-5), layer.name
+        assert layer.grad_std == pytest.approx(float(grads[layer.name].std()), rel=1e-5), layer.name
+    assert diagnosis.layers[0].act_mean < 0.1 < diagnosis.layers[1].act_mean
+
+
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None, reason="matplotlib installed")
 def test_plot_without_matplotlib_says_so(tmp_path):
     with pytest.raises(ImportError, match="pip install matplotlib"):
@@ -80,6 +112,53 @@ def test_lsuv_gives_unit_output_variance(backend):
     for hook in hooks:
         hook.remove()
     assert len(variances) == 8 and all(abs(v - 1) < 0.05 for v in variances), variances
+
+
+def _linear_output_variances(model, batch):
+    variances = []
+    hooks = [m.register_forward_hook(lambda m, a, o: variances.append(float(o.var())))
+             for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        model(batch)
+    for hook in hooks:
+        hook.remove()
+    return variances
+
+
+def test_lsuv_measures_the_linear_output_before_an_in_place_relu(backend):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(inplace=True), nn.Linear(32, 32), nn.ReLU(inplace=True))
+    batch = torch.randn(256, 32)
+    initkit.lsuv_(model, batch, tol=0.05)
+    # with ReLU(inplace=True) each Linear's output tensor is rewritten: measure on a copy without
+    reference = nn.Sequential(*[nn.ReLU() if isinstance(m, nn.ReLU) else m for m in model])
+    variances = _linear_output_variances(reference, batch)
+    assert len(variances) == 2 and all(abs(v - 1) < 0.05 for v in variances), variances
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_lsuv_changes_only_weights_and_biases(backend, mode):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.0), nn.Linear(16, 4))
+    model.train(mode == "train")
+    model[3].eval()  # a mixed state, to be kept as it is
+    flags = [m.training for m in model.modules()]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    initkit.lsuv_(model, torch.randn(64, 8) * 3 + 1, generator=torch.Generator().manual_seed(0))
+    assert [m.training for m in model.modules()] == flags
+    for name, b in model.named_buffers():
+        assert torch.equal(b, buffers[name]), name  # running_mean / running_var / num_batches_tracked
+    assert not torch.equal(model[0].weight, torch.zeros_like(model[0].weight))
+
+
+def test_diagnose_depth_batch_and_plot_path_are_checked_first(tmp_path):
+    for batch in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="batch must be an int >= 1"):
+            initkit.diagnose_depth(depth=3, width=8, batch=batch)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        initkit.diagnose_depth(depth=3, width=8, plot=tmp_path / "missing" / "p.png")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        initkit.diagnose_depth(depth=3, width=8, plot=tmp_path)
 
 
 def test_bad_input():

@@ -129,7 +129,7 @@ def test_summary_bad_input():
         initkit.summary(_mlp(), input_size=(2, 7))
     with pytest.raises(TypeError, match="expected an nn.Module"):
         initkit.summary([1, 2])
-    with pytest.raises(ValueError, match="input_size must be"):
+    with pytest.raises(TypeError, match="input_size must be"):
         initkit.summary(_mlp(), input_size=(2, "4"))
     with pytest.raises(ValueError, match="not both"):
         initkit.summary(_mlp(), input_size=(2, 4), input_data=torch.zeros(2, 4))
@@ -137,3 +137,28 @@ def test_summary_bad_input():
         initkit.summary(_mlp(), depth=-1)
     with pytest.raises(TypeError, match="expected an nn.Module"):
         initkit.count_parameters(None)
+
+
+@pytest.mark.parametrize(
+    ("input_size", "error"),
+    [
+        (5, TypeError),
+        (2.0, TypeError),
+        ("2, 4", TypeError),
+        ({2: 4}, TypeError),
+        ((2, True), TypeError),
+        ([(2, 4), 5], TypeError),
+        ((2, -4), ValueError),
+        ([(2, 4), (1, -1)], ValueError),
+    ],
+)
+def test_summary_input_size_says_what_it_must_be(input_size, error):
+    with pytest.raises(error, match=r"input_size must be a shape \(a tuple of non-negative ints, e\.g\. \(2, 4\)\)"):
+        initkit.summary(_mlp(), input_size=input_size)
+
+
+def test_summary_input_too_large_to_allocate(backend):
+    with pytest.raises(RuntimeError, match=r"cannot allocate an input of shape \[99999999999, 4\] \(1\.6e\+03 GB"):
+        initkit.summary(_mlp(), input_size=(99999999999, 4))
+    with pytest.raises(RuntimeError, match=r"cannot allocate an input of shape \[4611686018427387904, 4\]"):
+        initkit.summary(_mlp(), input_size=(2**62, 4))  # the byte count overflows int64

@@ -17,11 +17,16 @@ def median_seconds(
     min_rounds: int = 5,
     max_rounds: int = 200,
     sync: Callable[[], object] | None = None,
+    block_s: float = 2e-3,
 ) -> dict[str, float]:
     """Median seconds per call of each fn, timed round-robin for about `budget_s` seconds.
 
     `sync` (e.g. torch.cuda.synchronize) runs before and after every timed block, so
     asynchronous work is counted. Every fn runs once first (warm-up: page faults, lazy init).
+    `block_s`: the length of a timed block. On a loaded CPU, blocks much shorter than the
+    scheduler's time slice (e.g. 2e-4) keep most blocks free of preemption, which is what makes
+    the median robust: with 2 ms blocks and load ~10 on 2 cores, the demo's fused/eager ratio
+    ranged 0.4x-3.4x over runs; with 0.2 ms blocks 1.03x-1.29x (both batch sizes).
     """
     sync = sync or (lambda: None)
     for fn in fns.values():
@@ -31,7 +36,7 @@ def median_seconds(
     next(iter(fns.values()))()
     sync()
     single = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(2e-3 / single))
+    inner = max(1, int(block_s / single))
     rounds = max(min_rounds, min(max_rounds, int(budget_s / (single * inner * len(fns)))))
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):

@@ -3,6 +3,7 @@ experiments under different inits (the classic "why init matters" demo), and LSU
 """
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -120,7 +121,10 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     if not all(isinstance(a, Tensor) for a in args):
         raise TypeError("diagnose: inputs must be a tensor or a tuple of tensors")
-    records: list[tuple[str, nn.Module, Tensor]] = []
+    # Statistics are taken inside the hook: a later in-place op (ReLU(inplace=True)) rewrites the
+    # output tensor itself. A gradient hook registered on the tensor before such an op receives the
+    # gradient with respect to the value it had here, as wanted.
+    records: list[tuple[str, nn.Module, float, float, bool | None]] = []
     grads: dict[int, float] = {}
 
     def forward_hook(name):
@@ -128,7 +132,9 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
             if not isinstance(output, Tensor):
                 return
             index = len(records)
-            records.append((name, module, output.detach()))
+            values = output.detach().float()
+            std = float(values.std()) if values.numel() > 1 else 0.0
+            records.append((name, module, float(values.mean()), std, _units_identical(values)))
             if output.requires_grad:
                 output.register_hook(lambda grad: grads.__setitem__(index, float(grad.float().std())))
 
@@ -161,12 +167,8 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
     float_inputs = [a.detach().float() for a in args if a.is_floating_point() and a.numel() > 1]
     input_std = sum(float(a.std()) for a in float_inputs) / len(float_inputs) if float_inputs else 1.0
     layers = []
-    for index, (name, module, out) in enumerate(records):
-        values = out.float()
-        std = float(values.std()) if values.numel() > 1 else 0.0
-        stats = LayerStats(
-            name, type(module).__name__, float(values.mean()), std, grads.get(index), _units_identical(out)
-        )
+    for index, (name, module, mean, std, identical) in enumerate(records):
+        stats = LayerStats(name, type(module).__name__, mean, std, grads.get(index), identical)
         flags = [_ratio_flag(std, input_std, "activation")]
         if stats.grad_std is not None and output_grad_std:
             flags.append(_ratio_flag(stats.grad_std, output_grad_std, "gradient"))
@@ -206,6 +208,19 @@ def _pyplot():
     except ImportError:
         raise ImportError("plotting needs matplotlib, which is not installed: pip install matplotlib") from None
     return plt
+
+
+def _check_writable(path) -> None:
+    """Raise the OSError that saving a file at `path` would raise, before any work is done."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path}: the directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    target = path if os.path.exists(path) else directory
+    if not os.access(target, os.W_OK):
+        raise PermissionError(f"cannot write {path}: permission denied")
 
 
 @dataclass
@@ -270,8 +285,11 @@ def diagnose_depth(
     for name in inits:
         if name not in DEPTH_INITS:
             raise ValueError(f"diagnose_depth: unknown init {name!r}; expected one of {list(DEPTH_INITS)}")
-    if plot is not None:
-        _pyplot()  # fail before the runs, not after
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"diagnose_depth: batch must be an int >= 1, got {batch!r}")
+    if plot is not None:  # fail before the runs, not after
+        _check_writable(plot)
+        _pyplot()
     generator = torch.Generator().manual_seed(seed)
     batch_data = torch.randn(batch, width, generator=generator)
     act_std, grad_std, diagnoses = {}, {}, {}
@@ -297,13 +315,30 @@ def lsuv_(model: nn.Module, batch, tol: float = 0.1, max_iter: int = 10, generat
 
     Each Linear/Conv weight gets an orthonormal init (biases 0); then, in the order the layers run
     on `batch`, each weight is rescaled by 1 / std(output) until |var(output) - 1| < tol or
-    max_iter passes were made.
+    max_iter passes were made. The forward passes run in the model's current train/eval mode;
+    only the weights and biases change: buffers the forwards update (BatchNorm running
+    statistics) are restored, as are the modules' training flags.
     """
     check_module(model)
     if not (tol > 0 and isinstance(max_iter, int) and max_iter >= 1):
         raise ValueError(f"lsuv_: need tol > 0 and max_iter >= 1, got tol={tol!r}, max_iter={max_iter!r}")
     args = batch if isinstance(batch, tuple) else (batch,)
     layers = [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
+    flags = {m: m.training for m in model.modules()}
+    with torch.no_grad():
+        buffers = [(b, b.clone()) for b in model.buffers()]
+    try:
+        _lsuv_passes(model, args, layers, tol, max_iter, generator)
+    finally:
+        with torch.no_grad():
+            for current, saved in buffers:
+                current.copy_(saved)
+        for m, mode in flags.items():
+            m.training = mode
+    return model
+
+
+def _lsuv_passes(model, args, layers, tol, max_iter, generator) -> None:
     with torch.no_grad():
         for layer in layers:
             init.orthogonal_(layer.weight, generator=generator)
@@ -320,13 +355,14 @@ def lsuv_(model: nn.Module, batch, tol: float = 0.1, max_iter: int = 10, generat
             hook.remove()
 
     for layer in order:
-        captured = {}
-        hook = layer.register_forward_hook(lambda m, a, o: captured.__setitem__("out", o))
+        measured = {}
+        # the variance is taken in the hook: a later in-place op (ReLU(inplace=True)) rewrites the output
+        hook = layer.register_forward_hook(lambda m, a, o: measured.__setitem__("var", float(o.float().var())))
         try:
             with torch.no_grad():
                 for _ in range(max_iter):
                     model(*args)
-                    variance = float(captured["out"].float().var())
+                    variance = measured["var"]
                     if abs(variance - 1.0) < tol:
                         break
                     if variance == 0 or not math.isfinite(variance):
@@ -335,4 +371,3 @@ def lsuv_(model: nn.Module, batch, tol: float = 0.1, max_iter: int = 10, generat
                     layer.weight.div_(math.sqrt(variance))
         finally:
             hook.remove()
-    return model

@@ -4,6 +4,7 @@ Mult-adds come from torch.utils.flop_counter.FlopCounterMode (every aten op, so 
 count too; mult-adds = flops / 2). Shared (tied) parameters are counted once in the totals.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -108,10 +109,7 @@ def _make_inputs(model, input_size, input_data, dtypes, device):
         raise TypeError(f"summary: input_data must be a tensor, a sequence or a dict, got {type(input_data).__name__}")
     if input_size is None:
         return None
-    sizes = [input_size] if all(isinstance(s, int) for s in input_size) else list(input_size)
-    for size in sizes:
-        if not (isinstance(size, (tuple, list, torch.Size)) and all(isinstance(s, int) and s >= 0 for s in size)):
-            raise ValueError(f"summary: input_size must be a shape or a list of shapes, got {input_size!r}")
+    sizes = _input_shapes(input_size)
     model_device, model_dtype = _model_device_dtype(model)
     device = torch.device(device) if device is not None else model_device
     dtypes = list(dtypes) if dtypes is not None else [model_dtype] * len(sizes)
@@ -121,8 +119,34 @@ def _make_inputs(model, input_size, input_data, dtypes, device):
     for size, dtype in zip(sizes, dtypes):
         # integer inputs are token ids: zeros are valid indices for any embedding
         make = torch.randn if dtype.is_floating_point else torch.zeros
-        inputs.append(make(size, dtype=dtype, device=device))
+        try:
+            inputs.append(make(size, dtype=dtype, device=device))
+        except RuntimeError as error:  # allocation failure, or a size whose byte count overflows
+            gigabytes = math.prod(size) * dtype.itemsize / 1e9
+            first_line = str(error).strip().splitlines()[0]
+            raise RuntimeError(
+                f"summary: cannot allocate an input of shape {list(size)} ({gigabytes:.3g} GB of {dtype}): {first_line}"
+            ) from error
     return tuple(inputs), {}
+
+
+_INPUT_SIZE_HELP = "input_size must be a shape (a tuple of non-negative ints, e.g. (2, 4)) or a list of shapes"
+
+
+def _input_shapes(input_size) -> list:
+    """input_size as a list of shapes; TypeError / ValueError saying what it must be."""
+    if not isinstance(input_size, (tuple, list, torch.Size)):
+        raise TypeError(f"summary: {_INPUT_SIZE_HELP}, got {type(input_size).__name__} {input_size!r}")
+    is_shape = all(isinstance(s, int) and not isinstance(s, bool) for s in input_size)
+    sizes = [input_size] if is_shape else list(input_size)
+    for size in sizes:
+        if not isinstance(size, (tuple, list, torch.Size)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in size
+        ):
+            raise TypeError(f"summary: {_INPUT_SIZE_HELP}, got {input_size!r}")
+        if any(s < 0 for s in size):
+            raise ValueError(f"summary: {_INPUT_SIZE_HELP}, got negative sizes in {input_size!r}")
+    return sizes
 
 
 def summary(
