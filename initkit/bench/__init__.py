@@ -1,0 +1,1 @@
+"""Benchmarks that `initkit bench` runs."""

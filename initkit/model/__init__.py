@@ -1,0 +1,1 @@
+"""Model-level tools: a model's own init recorded and replayed fused (deferred_init, patch), policies."""
