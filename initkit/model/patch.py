@@ -209,28 +209,51 @@ def _wrapper(function: InitFunction) -> Callable:
     return wrapper
 
 
-def _namespaces() -> Iterator[dict]:
+# Module name -> (namespace, keys holding one of the functions): a module is scanned once, the first
+# time an install sees it (scanning every loaded module's globals costs tens of ms per install).
+_sites: dict[str, tuple[dict, list[str]]] = {}
+
+
+def _namespaces() -> Iterator[tuple[str, dict]]:
     for name, module in list(sys.modules.items()):
         if module is None or name == "initkit" or name.startswith("initkit."):
             continue  # initkit's own references to torch's functions are its fallback: never wrap them
         namespace = getattr(module, "__dict__", None)
         if not isinstance(namespace, dict):
             continue
-        yield namespace
+        yield name, namespace
         table = namespace.get("TORCH_INIT_FUNCTIONS")
         if isinstance(table, dict):
-            yield table
+            yield name + ".TORCH_INIT_FUNCTIONS", table
+
+
+_flat_sites: tuple[int, list[tuple[dict, str]]] = (-1, [])  # (len(sys.modules), sites) of the last install
+
+
+def _all_sites(by_id: dict) -> list[tuple[dict, str]]:
+    global _flat_sites
+    if _flat_sites[0] == len(sys.modules):
+        return _flat_sites[1]  # no module loaded or unloaded since: the same places
+    found = []
+    for name, namespace in _namespaces():
+        cached = _sites.get(name)
+        if cached is None or cached[0] is not namespace:
+            keys = [key for key, value in list(namespace.items()) if id(value) in by_id]
+            _sites[name] = cached = (namespace, keys)
+        found.extend((namespace, key) for key in cached[1])
+    _flat_sites = (len(sys.modules), found)
+    return found
 
 
 def _install() -> None:
     by_id = {id(f.original): f for f in init_functions()}
-    for namespace in _namespaces():
-        for key, value in list(namespace.items()):
-            function = by_id.get(id(value))
-            if function is not None and value is function.original:
-                wrapper = _wrapper(function)
-                namespace[key] = wrapper
-                _swaps.append((namespace, key, value, wrapper))
+    for namespace, key in _all_sites(by_id):
+        value = namespace.get(key)
+        function = by_id.get(id(value))
+        if function is not None and value is function.original:
+            wrapper = _wrapper(function)
+            namespace[key] = wrapper
+            _swaps.append((namespace, key, value, wrapper))
 
 
 def _uninstall() -> None:
