@@ -31,7 +31,8 @@ from . import patch as _patch
 from .patch import Fill, checked_fill
 
 _DATA = torch._C.TensorBase.__dict__["data"]  # the .data descriptor: .data reads alias the parameter
-_ALIASES = ("detach", "detach_")  # results that are the same memory, whole
+_ALIASES = ("detach", "detach_")
+_SMALL = 1 << 16  # creation values of at most this many elements are checked for a constant  # results that are the same memory, whole
 _INPLACE_DUNDERS = {
     "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
     "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__imatmul__",
@@ -147,12 +148,20 @@ class Recorder:
             with torch._C.DisableTorchFunction():
                 meta = type(param)(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
             meta.__dict__.update(param.__dict__)
-            record.base = self._replay(torch.Tensor.copy_, (), (param.detach(),), {})
+            record.base = self._creation_values(param.detach())
         self._tracked[meta] = (record, (), True)
         self.records.append(record)
         return meta
 
     # -- recording --
+
+    def _creation_values(self, values: Tensor) -> Fill | Replay:
+        """The values a parameter was created with: a constant when small and constant
+        (`nn.Parameter(ls_init * torch.ones(d))`), else a copy of them."""
+        with torch._C.DisableTorchFunction():
+            if 0 < values.numel() <= _SMALL and values.is_floating_point() and bool((values == values.flatten()[0]).all()):
+                return Fill("constant", (values.flatten()[0].item(),))
+        return self._replay(torch.Tensor.copy_, (), (values,), {})
 
     def _replay(self, func, chain, args, kwargs) -> Replay:
         self._seq += 1
@@ -218,7 +227,7 @@ class Recorder:
         with torch._C.DisableTorchFunction():
             param.data = torch.empty_like(value, device="meta")
         record.shape = param.shape
-        record.write(self._replay(torch.Tensor.copy_, (), (value.detach(),), {}), full=True)
+        record.write(self._creation_values(value.detach()), full=True)
         return None
 
     @staticmethod
