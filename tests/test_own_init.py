@@ -265,3 +265,28 @@ def test_bad_fill_arguments_raise_torchs_error():
 
     with pytest.raises(RuntimeError, match="std >= 0.0"):
         initkit.deferred_init(bad)
+
+
+class _MetaMade(nn.Module):
+    def __init__(self, write):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(8, 8, device="meta"))
+        if write:
+            torch_init.normal_(self.w, std=0.5)
+
+
+def test_parameter_made_on_meta():
+    model = initkit.materialize(initkit.deferred_init(_MetaMade, True))
+    assert not model.w.is_meta and abs(model.w.std().item() - 0.5) < 0.25
+    unwritten = initkit.deferred_init(_MetaMade, False)
+    with pytest.raises(NotImplementedError, match="'w'.*never written"):
+        initkit.materialize(unwritten)
+    assert unwritten.w.is_meta
+
+
+def test_policy_materialize_of_a_deferred_model_drops_the_recipes():
+    model = initkit.deferred_init(Toy)
+    initkit.materialize(model, policy="auto")
+    assert model.emb.weight.std().item() == pytest.approx(1.0, rel=0.1)  # auto: N(0, 1), not the recorded 0.02
+    with pytest.raises(ValueError, match="no recorded init"):
+        initkit.initialize(model, policy="recorded")

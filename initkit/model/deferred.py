@@ -88,10 +88,9 @@ def _check(model: nn.Module, state: DeferredState, verb: str) -> dict[str, nn.Pa
         param = current.get(recipe.name)
         if param is None:
             raise RuntimeError(f"{verb}: parameter {recipe.name!r} was removed after deferred_init recorded it")
-        if recipe.record.problem is not None:
-            raise NotImplementedError(
-                f"{verb}: cannot replay the init of parameter {recipe.name!r}: {recipe.record.problem}"
-            )
+        problem = recipe.record.why_not_replayable()
+        if problem is not None:
+            raise NotImplementedError(f"{verb}: cannot replay the init of parameter {recipe.name!r}: {problem}")
         if state.materialized:
             if param.is_meta:
                 raise RuntimeError(f"{verb}: parameter {recipe.name!r} was replaced by a meta tensor")
@@ -202,7 +201,9 @@ def materialize(model: nn.Module, device="cpu", policy=None, generator: torch.Ge
     """
     if policy == "recorded" or (policy is None and is_deferred(model)):
         return materialize_deferred(model, device, generator)
-    return _model.materialize(model, device, "auto" if policy is None else policy, generator)
+    plan = _model.materialize(model, device, "auto" if policy is None else policy, generator)
+    model.__dict__.pop(_STATE, None)  # a policy replaced the recorded init
+    return plan
 
 
 def initialize(model: nn.Module, policy="auto", generator: torch.Generator | None = None):

@@ -77,6 +77,12 @@ class Record:
     base: Fill | Replay | None = None
     ops: list[Replay] = field(default_factory=list)
     problem: str | None = None  # why this parameter cannot be replayed (raised at materialize)
+    created_on_meta: bool = False  # came without values: something must write it
+
+    def why_not_replayable(self) -> str | None:
+        if self.problem is None and self.created_on_meta and self.base is None:
+            return "it was created on the meta device and never written, so it has no values"
+        return self.problem
 
     def write(self, value: Fill | Replay, full: bool) -> None:
         if full:
@@ -141,8 +147,8 @@ class Recorder:
         if self.lookup(param) is not None:
             return param
         record = Record(param.shape)
-        if param.is_meta:
-            record.problem = "it was created on the meta device, so its values are unknown"
+        if param.is_meta:  # created under torch.device("meta"): fine if the constructor writes it
+            record.created_on_meta = True
             meta = param
         else:
             with torch._C.DisableTorchFunction():
