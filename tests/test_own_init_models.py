@@ -220,3 +220,42 @@ def test_the_check_sees_a_different_scheme():
     initkit.initialize(other, policy="auto")
     with pytest.raises(AssertionError, match="transformer"):
         assert_same_init(plain, other)
+
+
+def test_patch_covers_transformers_table_and_keeps_its_guard(ext):
+    _lib("transformers")
+    from transformers import initialization as hf_init
+
+    from initkit import _torch_ref
+
+    table = dict(hf_init.TORCH_INIT_FUNCTIONS)
+    done = torch.nn.Parameter(torch.zeros(100))
+    done._is_hf_initialized = True
+    fresh = torch.empty(100)
+    torch.manual_seed(2)
+    with initkit.patch():
+        assert hf_init.TORCH_INIT_FUNCTIONS["normal_"] is not table["normal_"]
+        hf_init.normal_(done, std=1.0)  # skipped by transformers' guard, as unpatched
+        hf_init.normal_(fresh, std=1.0)
+    assert hf_init.TORCH_INIT_FUNCTIONS == table and table["normal_"] is _torch_ref.normal_
+    assert torch.equal(done, torch.zeros(100))
+    torch.manual_seed(2)
+    assert torch.equal(fresh, initkit.normal_(torch.empty(100), std=1.0))  # initkit's fill, same key
+
+
+def test_patch_covers_timms_functions_where_bound(ext):
+    _lib("timm")
+    import timm.layers.weight_init as weight_init
+    import timm.models.vision_transformer as vit
+
+    bound_here = vit.__dict__.get("trunc_normal_")
+    before = weight_init.trunc_normal_
+    with initkit.patch():
+        assert weight_init.trunc_normal_ is not before
+        if bound_here is before:
+            assert vit.trunc_normal_ is weight_init.trunc_normal_
+        torch.manual_seed(3)
+        got = weight_init.trunc_normal_tf_(torch.empty(1000), mean=1.0, std=2.0, a=-1.0, b=1.0)
+    assert weight_init.trunc_normal_ is before and vit.__dict__.get("trunc_normal_") is bound_here
+    torch.manual_seed(3)
+    assert torch.equal(got, initkit.trunc_normal_(torch.empty(1000), 1.0, 2.0, -1.0, 3.0))
