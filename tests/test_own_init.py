@@ -290,3 +290,19 @@ def test_policy_materialize_of_a_deferred_model_drops_the_recipes():
     assert model.emb.weight.std().item() == pytest.approx(1.0, rel=0.1)  # auto: N(0, 1), not the recorded 0.02
     with pytest.raises(ValueError, match="no recorded init"):
         initkit.initialize(model, policy="recorded")
+
+
+class _FailsOnReplay(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        with torch.no_grad():  # the meta device does not check p: fails only for real
+            self.b.weight.bernoulli_(2.0)
+
+
+def test_failed_replay_leaves_the_model_untouched():
+    model = initkit.deferred_init(_FailsOnReplay)
+    with pytest.raises(RuntimeError, match="bernoulli"):
+        initkit.materialize(model)
+    assert _all_meta(model)
