@@ -208,6 +208,14 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    chosen = sys.argv[1].split(",") if len(sys.argv) > 1 else DEFAULT_MODELS
-    print(format_rows(own_init_rows(chosen)))
+if __name__ == "__main__":  # python -m initkit.bench.own_init [model,model,...] [threads]
+    chosen = sys.argv[1].split(",") if len(sys.argv) > 1 and sys.argv[1] else DEFAULT_MODELS
+    if len(sys.argv) > 2:
+        torch.set_num_threads(int(sys.argv[2]))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend {initkit.backend()}", file=sys.stderr)
+    rows = []
+    for model_name in chosen:
+        new_rows = own_init_rows([model_name])
+        rows += new_rows
+        print(json.dumps(new_rows[0]) if new_rows else f"{model_name}: library missing", file=sys.stderr, flush=True)
+    print(format_rows(rows))

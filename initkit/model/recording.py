@@ -124,7 +124,6 @@ class Recorder:
     def __init__(self):
         self._tracked = WeakIdKeyDictionary()  # tensor -> (Record, chain, full)
         self._seq = 0
-        self.records: list[Record] = []
         self.init_by_original = {f.original: f for f in _patch.init_functions()}
         self._mode = _Mode(self)
 
@@ -156,7 +155,6 @@ class Recorder:
             meta.__dict__.update(param.__dict__)
             record.base = self._creation_values(param.detach())
         self._tracked[meta] = (record, (), True)
-        self.records.append(record)
         return meta
 
     # -- recording --
