@@ -306,3 +306,9 @@ def test_failed_replay_leaves_the_model_untouched():
     with pytest.raises(RuntimeError, match="bernoulli"):
         initkit.materialize(model)
     assert _all_meta(model)
+
+
+def test_patch_passes_a_positional_generator(ext):
+    with initkit.patch():
+        got = torch_init.normal_(torch.empty(50), 0.0, 1.0, torch.Generator().manual_seed(7))
+    assert torch.equal(got, initkit.normal_(torch.empty(50), generator=torch.Generator().manual_seed(7)))

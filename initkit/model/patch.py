@@ -157,17 +157,25 @@ TIMM_MODULE = "timm.layers.weight_init"
 class InitFunction:
     """One function models call to init a tensor: the original and what it fills."""
 
-    name: str  # e.g. "torch.nn.init.normal_"
     original: Callable
     spec: Callable  # same signature as original -> Fill | None
+
+    def generator(self, args: tuple, kwargs: dict):
+        """The generator= a call passed, by keyword or position (torch's functions take it last)."""
+        if "generator" in kwargs:
+            return kwargs["generator"]
+        code = self.spec.__code__
+        names = code.co_varnames[1 : code.co_argcount]  # after the tensor
+        index = names.index("generator") if "generator" in names else len(args)
+        return args[index] if index < len(args) else None
 
 
 def init_functions() -> list[InitFunction]:
     """torch.nn.init's functions (as captured when initkit was imported) and timm's, if timm is loaded."""
-    found = [InitFunction(f"torch.nn.init.{n}", getattr(_torch_ref, n), s) for n, s in _TORCH_SPECS.items()]
+    found = [InitFunction(getattr(_torch_ref, n), s) for n, s in _TORCH_SPECS.items()]
     timm = sys.modules.get(TIMM_MODULE)
     if timm is not None:
-        found += [InitFunction(f"{TIMM_MODULE}.{n}", getattr(timm, n), s) for n, s in _TIMM_SPECS.items() if hasattr(timm, n)]
+        found += [InitFunction(getattr(timm, n), s) for n, s in _TIMM_SPECS.items() if hasattr(timm, n)]
     return found
 
 
@@ -176,7 +184,7 @@ def run_fast(function: InitFunction, tensor, args, kwargs):
     if isinstance(tensor, Tensor) and tensor.numel() and not torch.overrides.has_torch_function_unary(tensor):
         fill = function.spec(tensor, *args, **kwargs)
         if fill is not None and fill.kind in RANDOM_KINDS:
-            return init._PRIMITIVES[fill.kind](tensor, *fill.params, kwargs.get("generator"))
+            return init._PRIMITIVES[fill.kind](tensor, *fill.params, function.generator(args, kwargs))
     return function.original(tensor, *args, **kwargs)
 
 
