@@ -5,8 +5,8 @@ pytest-benchmark group per model; and the peak RSS of deferred_init + materializ
 Smoke run: pytest benchmarks/bench_model_own_init.py --benchmark-disable (each body once).
 Timing:    pytest benchmarks/bench_model_own_init.py --benchmark-only --benchmark-group-by=group
 The ratios in one table: python -m initkit.bench.own_init [model,model,...]
-Models whose library is missing skip (fail under INITKIT_REQUIRE_MODEL_LIBS=1); the Llama-1B shape
-(5 GB of float32 parameters) is marked slow.
+Models whose library is missing skip (fail under INITKIT_REQUIRE_MODEL_LIBS=1).
+INITKIT_BENCH_MODELS=gpt2,llama_1b,... picks the models (default: all but the Llama-1B shape).
 """
 
 import os
@@ -17,8 +17,9 @@ import torch
 import initkit
 from initkit.bench import own_init
 
-MODELS = [
-    pytest.param(name, marks=pytest.mark.slow) if name == "llama_1b" else name for name in own_init.DEFAULT_MODELS
+# The Llama-1B shape (5 GB of float32 parameters, ~25 s per plain construction here) only on request.
+MODELS = os.environ.get("INITKIT_BENCH_MODELS", "").split(",") if os.environ.get("INITKIT_BENCH_MODELS") else [
+    name for name in own_init.DEFAULT_MODELS if name != "llama_1b"
 ]
 
 
