@@ -14,10 +14,10 @@ from ._ext.backend import backend, use_backend  # noqa: E402
 from ._ext.load import build_info, ext_available, ext_error, ext_has_cuda  # noqa: E402
 from .init import *  # noqa: E402,F401,F403
 from .init import __all__ as _init_all  # noqa: E402
-from .model.apply import initialize  # noqa: E402
 from .model.diagnose import diagnose, diagnose_depth, lsuv_  # noqa: E402
 from .model.fuse import fuse  # noqa: E402
-from .model.materialize import materialize  # noqa: E402
+from .model.patch import patch  # noqa: E402
+from .model.deferred import deferred_init, initialize, materialize  # noqa: E402
 from .model.policy import InitPlan, PlanRow, init_plan  # noqa: E402
 from .model.summary import ModelSummary, count_parameters, param_report, summary  # noqa: E402
 
@@ -29,7 +29,7 @@ __all__ = [
     # the extension and the backend switch
     "backend", "use_backend", "ext_available", "ext_error", "ext_has_cuda", "build_info",
     # model-level tools
-    "initialize", "materialize", "init_plan", "InitPlan", "PlanRow",
+    "deferred_init", "patch", "initialize", "materialize", "init_plan", "InitPlan", "PlanRow",
     "diagnose", "diagnose_depth", "lsuv_",
     "summary", "ModelSummary", "count_parameters", "param_report",
     "fuse",

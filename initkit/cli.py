@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--budget", type=float, default=0.9, help="seconds of timing per fill comparison")
     bench.add_argument("--markdown", action="store_true", help="print the README's table format")
     bench.add_argument("--quick", action="store_true", help="fewer Linear+ReLU shapes")
+    bench.add_argument(
+        "--own-init", metavar="MODELS", default="gpt2,bert",
+        help="models for the own-init section (comma-separated names of initkit.bench.own_init.MODELS, "
+        "'all', or 'none'); models whose library is not installed are left out",
+    )  # fmt: skip
     bench.set_defaults(handler=run_bench)
     return parser
 
@@ -166,14 +171,21 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from ._ext.backend import backend
-    from .bench import dense, fills, models
+    from .bench import dense, fills, models, own_init
 
+    chosen = [] if args.own_init == "none" else own_init.DEFAULT_MODELS if args.own_init == "all" else args.own_init.split(",")
+    unknown = sorted(set(chosen) - set(own_init.MODELS))
+    if unknown:
+        raise ValueError(f"unknown --own-init models {unknown}; expected names from {sorted(own_init.MODELS)}")
     print(f"initkit fill speed: torch {torch.__version__}, {torch.get_num_threads()} threads, backend {backend()}")
     print("Medians of repeated runs, side by side; 'of zero_' = fraction of zero_'s throughput (the bandwidth floor).")
     rows = fills.run(budget_s=args.budget)
     print(fills.markdown_table(rows) if args.markdown else fills.format_table(rows))
     print(models.format_rows(models.model_init_rows()))
     print(dense.format_rows(dense.rows(quick=args.quick)))
+    if chosen:
+        print("A model's own init: plain construction vs initkit.patch() vs deferred_init + materialize vs the floor")
+        print(own_init.format_rows(own_init.own_init_rows(chosen)))
     return 0
 
 

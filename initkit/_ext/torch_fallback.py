@@ -17,3 +17,7 @@ eye_ = _nn_init.eye_
 dirac_ = _nn_init.dirac_
 orthogonal_ = _nn_init.orthogonal_
 sparse_ = _nn_init.sparse_
+xavier_uniform_ = _nn_init.xavier_uniform_
+xavier_normal_ = _nn_init.xavier_normal_
+kaiming_uniform_ = _nn_init.kaiming_uniform_
+kaiming_normal_ = _nn_init.kaiming_normal_

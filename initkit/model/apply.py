@@ -28,9 +28,9 @@ def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | No
     tensors = [params[row.name] for row in random_rows]
     fills = [(row.kind, row.params) for row in random_rows]
     total = sum(t.numel() for t in params.values())
-    with torch.no_grad(), _Progress(total, description) as bar:
+    with torch.no_grad(), Progress(total, description) as bar:
         _run_resets(model, plan, generator, bar)  # before initkit's fills: policy overrides win
-        _fill_random(tensors, fills, generator, bar)
+        fill_random(tensors, fills, generator, bar)
         for row in plan:
             if row.kind in ("constant", "orthogonal"):
                 init.fill_scheme_(params[row.name], row.spec, generator)
@@ -40,7 +40,7 @@ def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | No
                 module.weight[module.padding_idx].fill_(0)  # as torch's Embedding and EmbeddingBag
 
 
-def _run_resets(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, bar: "_Progress") -> None:
+def _run_resets(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, bar: "Progress") -> None:
     """Run reset_parameters() of every module a "torch_default" row names, each under torch's RNG
     seeded from `generator` when one is given. A failure restores what the resets wrote (a copy
     of those parameters is kept until all are done)."""
@@ -74,7 +74,7 @@ def _reset_with_generator(module: nn.Module, generator: torch.Generator | None) 
         reset_method(module)()
 
 
-def _fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
+def fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
     if not bar.active:
         init.multi_fill_(tensors, fills, generator)
         return
@@ -93,7 +93,7 @@ def _fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
         start = stop
 
 
-class _Progress:
+class Progress:
     """A progress bar on stderr for big models (tqdm when installed), a no-op otherwise."""
 
     def __init__(self, total: int, description: str):

@@ -9,7 +9,7 @@ from .apply import apply_plan
 from .policy import InitPlan, check_module, init_plan, reset_method
 
 
-def _allocate(model: nn.Module, device: torch.device) -> list[str]:
+def allocate(model: nn.Module, device: torch.device) -> list[str]:
     """Give every meta parameter fresh (uninitialized) storage on `device` in a new Parameter that
     keeps the old one's attributes; keep ties; move real parameters and buffers to `device` in
     place (same Parameter objects, so an optimizer built on them stays valid). Returns the names
@@ -84,7 +84,7 @@ def materialize(
     _reset_what_meta_cannot_keep(model, plan)
     saved = [(module, dict(module._parameters), dict(module._buffers)) for module in model.modules()]
     try:
-        meta_buffers = _allocate(model, device)
+        meta_buffers = allocate(model, device)
         _fill_buffers(model, meta_buffers)
         apply_plan(model, plan, generator, "initkit: materializing")
     except BaseException:  # leave the model as it was: on meta, nothing half-filled

@@ -1,0 +1,314 @@
+"""deferred_init / materialize / patch() on small hand-written models: what is recorded and replayed."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.init as torch_init
+from scipy import stats
+from torch import nn
+
+import initkit
+from initkit._ext import torch_fallback
+from initkit.model import patch as patch_module
+
+
+class Toy(nn.Module):
+    """Construct-then-re-init like Hugging Face models: every kind of write the recorder handles."""
+
+    def __init__(self, vocab=300, dim=64):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim, padding_idx=1)
+        self.lin = nn.Linear(dim, 4 * dim)
+        self.out = nn.Linear(4 * dim, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.emb.weight  # tied
+        self.norm = nn.LayerNorm(dim)
+        self.rot = nn.Parameter(torch.empty(dim, dim))
+        self.table = nn.Parameter(torch.arange(6, dtype=torch.float32))  # values given at creation
+        self.register_buffer("positions", torch.arange(10))
+        with torch.no_grad():
+            self.emb.weight.data.normal_(mean=0.0, std=0.02)  # replaces Embedding's N(0, 1)
+            self.emb.weight[self.emb.padding_idx].zero_()
+            torch_init.xavier_uniform_(self.lin.weight)
+            self.lin.bias.fill_(0.5)
+            self.out.weight.normal_(0, 1.0)
+            self.out.weight.mul_(0.1)  # folded: N(0, 0.01)
+            self.out.bias.data.zero_()
+            torch_init.orthogonal_(self.rot)  # not fusable: replayed by torch
+            self.table[2:4] = -1.0  # partial write after the creation values
+
+
+def _deferred(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = initkit.deferred_init(Toy, **kwargs)
+    initkit.materialize(model)
+    return model
+
+
+def _ks_p(a, b):
+    return stats.ks_2samp(a.detach().flatten().double().numpy(), b.detach().flatten().double().numpy()).pvalue
+
+
+def test_records_the_constructors_writes(backend):
+    model = _deferred()
+    torch.manual_seed(1)
+    plain = Toy()
+    # ties and buffers as in plain construction
+    assert model.head.weight is model.emb.weight
+    assert torch.equal(model.positions, plain.positions) and not model.positions.is_meta
+    assert all(not p.is_meta for p in model.parameters())
+    # exact writes
+    assert torch.equal(model.emb.weight[1], torch.zeros(64))
+    assert torch.equal(model.lin.bias, torch.full((256,), 0.5))
+    assert torch.equal(model.out.bias, torch.zeros(64))
+    assert torch.equal(model.norm.weight, torch.ones(64)) and torch.equal(model.norm.bias, torch.zeros(64))
+    assert torch.equal(model.table, torch.tensor([0.0, 1, -1, -1, 4, 5]))
+    torch.testing.assert_close(model.rot @ model.rot.T, torch.eye(64), atol=1e-4, rtol=0)
+    # random writes: the law of plain construction
+    for name in ("emb.weight", "lin.weight", "out.weight"):
+        a, b = dict(model.named_parameters())[name], dict(plain.named_parameters())[name]
+        assert _ks_p(a, b) > 1e-6, name
+    rows = torch.cat([model.emb.weight[:1], model.emb.weight[2:]])
+    assert abs(rows.std().item() - 0.02) < 0.02 * 0.05
+    bound = math.sqrt(6 / (64 + 256))
+    assert model.lin.weight.abs().max() <= bound and model.lin.weight.abs().max() > 0.99 * bound
+    assert abs(model.out.weight.std().item() - 0.1) < 0.1 * 0.05
+
+
+def test_recipes_one_write_per_parameter():
+    model = initkit.deferred_init(Toy)
+    recipes = {r.name: r.record for r in model._initkit_deferred.recipes}
+    assert recipes["emb.weight"].base == patch_module.Fill("normal", (0.0, 0.02))
+    assert len(recipes["emb.weight"].ops) == 1  # the padding row, after the full write
+    assert recipes["out.weight"].base == patch_module.Fill("normal", (0.0, 0.1)) and not recipes["out.weight"].ops
+    assert "head.weight" not in recipes  # tied: one recipe
+
+
+def test_same_seed_same_weights_any_thread_count(ext):
+    torch.set_num_threads(1)
+    one = _deferred(seed=3)
+    torch.set_num_threads(2)
+    two = _deferred(seed=3)
+    other = _deferred(seed=4)
+    for (name, a), b, c in zip(one.named_parameters(), two.parameters(), other.parameters()):
+        if name == "rot":  # torch's orthogonal_ (QR) rounds differently with the thread count
+            torch.testing.assert_close(a, b)
+            continue
+        assert torch.equal(a, b), name
+        if name not in ("norm.weight", "norm.bias", "lin.bias", "out.bias", "table"):
+            assert not torch.equal(a, c), name
+
+
+class _AB(nn.Module):
+    def __init__(self, swap):
+        super().__init__()
+        if swap:
+            self.b = nn.Linear(8, 8)
+            self.a = nn.Linear(8, 8)
+        else:
+            self.a = nn.Linear(8, 8)
+            self.b = nn.Linear(8, 8)
+
+
+def test_stream_order_follows_names_not_construction_order(ext):
+    torch.manual_seed(0)
+    first = initkit.materialize(initkit.deferred_init(_AB, False))
+    torch.manual_seed(0)
+    second = initkit.materialize(initkit.deferred_init(_AB, True))
+    for name, param in first.named_parameters():
+        assert torch.equal(param, second.get_parameter(name)), name
+
+
+def test_reinitialize_with_recorded_scheme(backend):
+    model = _deferred()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = initkit.initialize(model, policy="recorded")
+    assert result is model
+    assert not torch.equal(model.lin.weight, before["lin.weight"])
+    assert torch.equal(model.emb.weight[1], torch.zeros(64)) and model.head.weight is model.emb.weight
+    assert torch.equal(model.table, before["table"]) and torch.equal(model.lin.bias, before["lin.bias"])
+    assert _ks_p(model.lin.weight, before["lin.weight"]) > 1e-6
+
+
+def test_patch_routes_to_initkit_and_restores(ext):
+    originals = {name: getattr(torch_init, name) for name in ("normal_", "kaiming_uniform_", "zeros_")}
+    linear_module_init = torch.nn.modules.linear.init
+    torch.manual_seed(5)
+    with initkit.patch():
+        assert torch_init.kaiming_uniform_ is not originals["kaiming_uniform_"]
+        with initkit.patch():  # nests
+            pass
+        assert torch_init.kaiming_uniform_ is not originals["kaiming_uniform_"]
+        layer = nn.Linear(32, 16)
+    assert all(getattr(torch_init, name) is fn for name, fn in originals.items())
+    assert linear_module_init is torch_init
+    torch.manual_seed(5)
+    weight, bias = torch.empty(16, 32), torch.empty(16)
+    initkit.kaiming_uniform_(weight, a=math.sqrt(5))
+    initkit.uniform_(bias, -1 / math.sqrt(32), 1 / math.sqrt(32))
+    assert torch.equal(layer.weight, weight) and torch.equal(layer.bias, bias)
+
+
+def test_patch_install_uninstall():
+    initkit.patch.install()
+    try:
+        assert initkit.patch.is_installed() and torch_init.normal_ is not torch_fallback.normal_
+        with initkit.use_backend("torch"):  # initkit's fallback calls torch's captured functions: no recursion
+            nn.Linear(4, 4)
+    finally:
+        initkit.patch.uninstall()
+    assert not initkit.patch.is_installed() and torch_init.normal_ is torch_fallback.normal_
+    with pytest.raises(RuntimeError, match="without a matching install"):
+        initkit.patch.uninstall()
+
+
+def test_patch_keeps_a_replacement_made_meanwhile():
+    def mine(tensor):
+        return tensor
+
+    with initkit.patch():
+        torch_init.ones_ = mine  # someone else's patch, made while ours is active
+    try:
+        assert torch_init.ones_ is mine
+    finally:
+        torch_init.ones_ = torch_fallback.ones_
+
+
+# ---- bad input ----------------------------------------------------------------------------
+
+
+def test_module_fn_not_callable():
+    with pytest.raises(TypeError, match="callable"):
+        initkit.deferred_init(3)
+
+
+def test_module_fn_returns_non_module():
+    with pytest.raises(TypeError, match="nn.Module"):
+        initkit.deferred_init(lambda: torch.zeros(3))
+    assert nn.Module.register_parameter is _register_parameter  # recording hooks removed
+
+
+_register_parameter = nn.Module.register_parameter
+
+
+def test_materialize_without_recipes():
+    with pytest.raises(ValueError, match="no recorded init"):
+        initkit.materialize(nn.Linear(2, 2), policy="recorded")
+    with pytest.raises(ValueError, match="no recorded init"):
+        initkit.initialize(nn.Linear(2, 2), policy="recorded")
+
+
+def test_materialize_twice_and_to_meta():
+    model = initkit.deferred_init(nn.Linear, 4, 4)
+    with pytest.raises(ValueError, match="meta"):
+        initkit.materialize(model, device="meta")
+    initkit.materialize(model)
+    with pytest.raises(RuntimeError, match="already materialized"):
+        initkit.materialize(model)
+
+
+def _all_meta(model):
+    return all(p.is_meta for p in model.parameters())
+
+
+def test_replaced_parameter_fails_before_allocating():
+    model = initkit.deferred_init(Toy)
+    model.out.weight = nn.Parameter(torch.empty(64, 256, device="meta"))
+    with pytest.raises(RuntimeError, match="'out.weight' was replaced"):
+        initkit.materialize(model)
+    assert _all_meta(model)
+
+
+def test_resized_parameter_fails_before_allocating():
+    model = initkit.deferred_init(Toy)
+    model.lin.weight.data = torch.empty(3, 3, device="meta")
+    with pytest.raises(RuntimeError, match="'lin.weight' was recorded with shape"):
+        initkit.materialize(model)
+    assert _all_meta(model)
+
+
+def test_added_parameter_fails():
+    model = initkit.deferred_init(Toy)
+    model.extra = nn.Parameter(torch.empty(2, device="meta"))
+    with pytest.raises(RuntimeError, match="extra"):
+        initkit.materialize(model)
+    assert _all_meta(model)
+
+
+class _FromMeta(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Parameter(torch.empty(4, 4))
+        with torch.no_grad():
+            self.b.copy_(self.a.weight * 2)  # values computed from a meta tensor: nothing to replay
+
+
+def test_write_from_computed_meta_tensor_is_refused():
+    with pytest.raises(NotImplementedError, match="initkit.patch"):
+        initkit.deferred_init(_FromMeta)
+    assert nn.Module.register_parameter is _register_parameter
+
+
+def test_nested_deferred_init_is_refused():
+    with pytest.raises(RuntimeError, match="nested"):
+        initkit.deferred_init(lambda: initkit.deferred_init(nn.Linear, 2, 2))
+    assert torch_init.normal_ is torch_fallback.normal_
+
+
+def test_bad_fill_arguments_raise_torchs_error():
+    def bad():
+        layer = nn.Linear(4, 4)
+        torch_init.normal_(layer.weight, std=-1.0)
+        return layer
+
+    with pytest.raises(RuntimeError, match="std >= 0.0"):
+        initkit.deferred_init(bad)
+
+
+class _MetaMade(nn.Module):
+    def __init__(self, write):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(8, 8, device="meta"))
+        if write:
+            torch_init.normal_(self.w, std=0.5)
+
+
+def test_parameter_made_on_meta():
+    model = initkit.materialize(initkit.deferred_init(_MetaMade, True))
+    assert not model.w.is_meta and abs(model.w.std().item() - 0.5) < 0.25
+    unwritten = initkit.deferred_init(_MetaMade, False)
+    with pytest.raises(NotImplementedError, match="'w'.*never written"):
+        initkit.materialize(unwritten)
+    assert unwritten.w.is_meta
+
+
+def test_policy_materialize_of_a_deferred_model_drops_the_recipes():
+    model = initkit.deferred_init(Toy)
+    initkit.materialize(model, policy={"table": "zeros"})  # "auto" elsewhere; it keeps no 1-D table on meta
+    assert model.emb.weight.std().item() == pytest.approx(1.0, rel=0.1)  # auto: N(0, 1), not the recorded 0.02
+    with pytest.raises(ValueError, match="no recorded init"):
+        initkit.initialize(model, policy="recorded")
+
+
+class _FailsOnReplay(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        with torch.no_grad():  # the meta device does not check p: fails only for real
+            self.b.weight.bernoulli_(2.0)
+
+
+def test_failed_replay_leaves_the_model_untouched():
+    model = initkit.deferred_init(_FailsOnReplay)
+    with pytest.raises(RuntimeError, match="bernoulli"):
+        initkit.materialize(model)
+    assert _all_meta(model)
+
+
+def test_patch_passes_a_positional_generator(ext):
+    with initkit.patch():
+        got = torch_init.normal_(torch.empty(50), 0.0, 1.0, torch.Generator().manual_seed(7))
+    assert torch.equal(got, initkit.normal_(torch.empty(50), generator=torch.Generator().manual_seed(7)))
