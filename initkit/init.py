@@ -149,8 +149,10 @@ def trunc_normal_(
 ) -> Tensor:
     """Fill `tensor` with N(mean, std^2) truncated to [a, b] (absolute bounds, as torch).
 
-    The extension samples the exact truncated law by inverse CDF in one pass: no clamping
-    pile-up at the bounds and no temporaries, at any std and dtype.
+    The extension samples the exact truncated law in one pass, for any interval, std and dtype:
+    rejection from the normal fill for wide intervals, a uniform or exponential proposal for
+    narrow and far-tail ones, the inverse CDF otherwise (chosen per call); no clamping pile-up at
+    the bounds and no temporaries.
     Equivalent PyTorch: torch.nn.init.trunc_normal_.
     """
     return _trunc_normal(tensor, mean, std, a, b, generator)
