@@ -36,6 +36,7 @@ enum class FillKind : int64_t {
   TruncNormalByRejection = 3,
   TruncNormalUniformProposal = 4,
   TruncNormalExpProposal = 5,
+  RawWords = 6,  // the generator floor (op _philox_fill): Philox words stored as float32 bits
 };
 constexpr int64_t kNumFillParams = 4;  // uniform: low, high; normal: mean, std; trunc: mean, std, a, b
 constexpr int64_t kMaxLogicalIndex = int64_t(1) << 56;
@@ -152,7 +153,7 @@ Sampler<acc_t> make_sampler(FillKind kind, const double* p) {
   } else if (kind == FillKind::Normal) {
     s.shift = static_cast<acc_t>(p[0]);
     s.scale = static_cast<acc_t>(p[1]);
-  } else {
+  } else if (kind != FillKind::RawWords) {
     const double mean = p[0], std = p[1], a = p[2], b = p[3];
     s.shift = static_cast<acc_t>(mean);
     s.lo = static_cast<acc_t>(a);
@@ -317,6 +318,10 @@ template <int L>
 INITKIT_HOST_DEVICE void sample_lanes(const Sampler<float>& s, const StreamKey& key, uint64_t g0,
                                       const uint32_t (&w)[4][L], float* out) {
   switch (s.kind) {
+    case FillKind::RawWords:
+      for (int l = 0; l < L; ++l)
+        for (int j = 0; j < 4; ++j) out[4 * l + j] = bits_float(w[j][l]);
+      break;
     case FillKind::Uniform:
       for (int l = 0; l < L; ++l)
         for (int j = 0; j < 4; ++j) out[4 * l + j] = sample_uniform(s, w[j][l]);

@@ -221,6 +221,7 @@ TORCH_LIBRARY_IMPL(initkit, CPU, m) {
   m.impl("uniform_fill", &Ops::uniform);
   m.impl("normal_fill", &Ops::normal);
   m.impl("trunc_normal_fill", &Ops::trunc_normal);
+  m.impl("_philox_fill", &Ops::philox_words);
   m.impl("multi_fill", &multi_fill_cpu);
 }
 
