@@ -3,6 +3,7 @@
 // backend's `fill(self, kind, params, key, stream, offset, op)`.
 #pragma once
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include "fill_checks.h"
 
@@ -32,6 +33,14 @@ struct SingleFillOps {
   static void philox_words(at::Tensor& self, const at::Tensor& seed, int64_t stream) {
     const double p[kNumFillParams] = {0, 0, 0, 0};
     run(self, FillKind::RawWords, p, seed, stream, 0, "initkit::_philox_fill");
+  }
+
+  // Registers the four single-tensor ops in the backend's TORCH_LIBRARY_IMPL block.
+  static void register_on(torch::Library& m) {
+    m.impl("uniform_fill", &uniform);
+    m.impl("normal_fill", &normal);
+    m.impl("trunc_normal_fill", &trunc_normal);
+    m.impl("_philox_fill", &philox_words);
   }
 
  private:

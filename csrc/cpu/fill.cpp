@@ -217,11 +217,7 @@ void multi_fill_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, CPU, m) {
-  using Ops = SingleFillOps<fill_cpu>;
-  m.impl("uniform_fill", &Ops::uniform);
-  m.impl("normal_fill", &Ops::normal);
-  m.impl("trunc_normal_fill", &Ops::trunc_normal);
-  m.impl("_philox_fill", &Ops::philox_words);
+  SingleFillOps<fill_cpu>::register_on(m);
   m.impl("multi_fill", &multi_fill_cpu);
 }
 

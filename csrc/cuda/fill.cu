@@ -346,11 +346,7 @@ void multi_fill_cuda(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, CUDA, m) {
-  using Ops = SingleFillOps<fill_cuda>;
-  m.impl("uniform_fill", &Ops::uniform);
-  m.impl("normal_fill", &Ops::normal);
-  m.impl("trunc_normal_fill", &Ops::trunc_normal);
-  m.impl("_philox_fill", &Ops::philox_words);
+  SingleFillOps<fill_cuda>::register_on(m);
   m.impl("multi_fill", &multi_fill_cuda);
 }
 
