@@ -35,10 +35,13 @@ TORCH_LIBRARY(initkit, m) {
   // Many tensors in one parallel region (one launch on CUDA). kinds: 0 uniform, 1 normal,
   // 2 truncated normal; params: 4 per tensor (low, high, -, -) / (mean, std, -, -) /
   // (mean, std, a, b). Tensor i uses stream streams[i] and equals a single fill with it.
+  m.def("multi_fill(Tensor(a!)[] tensors, int[] kinds, float[] params, Tensor seed, int[] streams) -> ()");
+  // The generator floor for benchmarks: the Philox words a float32 fill would use, stored as
+  // their bits (same counters, no sampling).
+  m.def("_philox_fill(Tensor(a!) self, Tensor seed, int stream=0) -> ()");
   // The raw generator, for known-answer tests: four counter words and two key words in, four
   // output words out (each a uint32 carried in an int).
   m.def("_philox4x32_10(int[] counter, int[] key) -> int[]");
-  m.def("multi_fill(Tensor(a!)[] tensors, int[] kinds, float[] params, Tensor seed, int[] streams) -> ()");
 
   // Fused dense layers. linear_relu(input [..., in], weight [out, in], bias [out]) ==
   // relu(F.linear(input, weight, bias)). Its backward takes the saved output (ReLU mask =

@@ -184,9 +184,10 @@ def trunc_normal_(
     r"""Fill `tensor` in place with values drawn from the normal distribution
     :math:`\mathcal{N}(\text{mean}, \text{std}^2)` truncated to :math:`[a, b]` (absolute bounds, as torch).
 
-    The extension samples the exact truncated law in one pass, without temporaries: wide
-    intervals keep the normal fill's value and redraw the rare out-of-bounds elements on
-    dedicated Philox counters; other intervals use a sampler exact for them (see the README).
+    The extension samples the exact truncated law in one pass, for any interval, std and dtype:
+    rejection from the normal fill for wide intervals, a uniform or exponential proposal for
+    narrow and far-tail ones, the inverse CDF otherwise (chosen per call); no clamping pile-up at
+    the bounds and no temporaries.
 
     Args:
         tensor: an n-dimensional `torch.Tensor`

@@ -10,12 +10,16 @@ FILLS = {
     "normal": lambda t, **kw: initkit.normal_(t, 0.5, 2.0, **kw),
     "trunc_normal": lambda t, **kw: initkit.trunc_normal_(t, 0.0, 1.0, -1.5, 2.5, **kw),
     "trunc_normal_wide": lambda t, **kw: initkit.trunc_normal_(t, 0.0, 1.0, -2.6, 2.6, **kw),  # by rejection
+    "trunc_normal_narrow": lambda t, **kw: initkit.trunc_normal_(t, 0.0, 1e8, -2.0, 2.0, **kw),  # uniform proposal
+    "trunc_normal_tail": lambda t, **kw: initkit.trunc_normal_(t, 0.0, 1.0, 13.2, 14.2, **kw),  # exponential proposal
 }
 OPS = {
     "uniform": lambda t, seed, *a: torch.ops.initkit.uniform_fill(t, -1.0, 3.0, seed, *a),
     "normal": lambda t, seed, *a: torch.ops.initkit.normal_fill(t, 0.5, 2.0, seed, *a),
     "trunc_normal": lambda t, seed, *a: torch.ops.initkit.trunc_normal_fill(t, 0.0, 1.0, -1.5, 2.5, seed, *a),
     "trunc_normal_wide": lambda t, seed, *a: torch.ops.initkit.trunc_normal_fill(t, 0.0, 1.0, -2.6, 2.6, seed, *a),
+    "trunc_normal_narrow": lambda t, seed, *a: torch.ops.initkit.trunc_normal_fill(t, 0.0, 1e8, -2.0, 2.0, seed, *a),
+    "trunc_normal_tail": lambda t, seed, *a: torch.ops.initkit.trunc_normal_fill(t, 0.0, 1.0, 13.2, 14.2, seed, *a),
 }
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 

@@ -139,3 +139,61 @@ def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
         kind, params = fills[i]
         getattr(torch.ops.initkit, f"{kind}_fill")(alone, *params, SEED, stream=i)
         assert torch.equal(mixed[i], alone)
+
+
+# ---- item 4: trunc_normal_ exact for every interval, side and scale ------------------------
+
+INF = float("inf")
+EXACT_GRID = [  # (mean, std, a, b): every algorithm make_sampler picks, and the cases the issue found
+    (0.0, 1.0, -2.0, 2.0),  # inverse CDF (torch's default)
+    (0.0, 0.02, -2.0, 2.0),  # normal rejection, bounds at 100 std
+    (0.0, 1.0, 3.0, 4.0),  # inverse CDF in the upper tail
+    (0.0, 1.0, -8.0, -6.0),  # lower tail: exponential proposal in float
+    (0.0, 1.0, 13.2, 14.2),  # float32 gave one value
+    (0.0, 1.0, -14.2, -13.2),
+    (0.0, 1.0, 13.2, INF),  # one-sided far tail
+    (0.0, 1.0, 38.0, 39.0),  # float64 gave one value
+    (0.0, 1.0, -INF, -38.0),
+    (0.0, 1.0, -1e-7, 1e-7),  # float32 gave four values: uniform proposal
+    (0.0, 1e8, -2.0, 2.0),  # huge std: nearly U(-2, 2) (gave all 0.0)
+    (0.0, 1.0, 1.0, 1.0003),  # narrow, off the mean
+    (0.0, 1.0, 5.0, 5.01),
+    (0.0, 1.0, 3.9, 20.0),
+    (0.5, 2.0, -1.0, 4.0),
+]
+
+
+def rounded_law_check(t, law):
+    """KS distance between the sample and `law` rounded to t's dtype (each representable value v
+    holds the law's mass between the midpoints to its neighbours), and the values that hold more
+    than their share (more than 6 sigma above their expected count)."""
+    from scipy import stats
+
+    values, counts = torch.unique(t, return_counts=True)
+    up = torch.nextafter(values, torch.tensor(INF, dtype=t.dtype)).double()
+    down = torch.nextafter(values, torch.tensor(-INF, dtype=t.dtype)).double()
+    v = values.double()
+    cdf_hi = law.cdf(((v + up) / 2).numpy())
+    cdf_lo = law.cdf(((v + down) / 2).numpy())
+    n = t.numel()
+    ecdf = counts.double().cumsum(0).numpy() / n
+    previous = torch.cat([torch.zeros(1, dtype=torch.float64), torch.from_numpy(ecdf[:-1])]).numpy()
+    distance = max((ecdf - cdf_hi).max(), (cdf_lo - previous).max(), 0.0)
+    expected = n * (cdf_hi - cdf_lo)
+    over = (counts.numpy() > expected + 6 * expected.clip(0) ** 0.5 + 6).sum()
+    return stats.kstwo.sf(distance, n), int(over)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mean,std,a,b", EXACT_GRID)
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+def test_trunc_normal_is_the_exact_law_rounded_to_the_dtype(ext, dtype, mean, std, a, b):
+    from scipy import stats
+
+    torch.manual_seed(1234)
+    t = initkit.trunc_normal_(torch.empty(1_000_000, dtype=dtype), mean, std, a, b)
+    assert t.min() >= torch.tensor(a).to(dtype) and t.max() <= torch.tensor(b).to(dtype)
+    law = stats.truncnorm((a - mean) / std, (b - mean) / std, loc=mean, scale=std)
+    pvalue, over = rounded_law_check(t, law)
+    assert pvalue > 1e-4
+    assert over == 0

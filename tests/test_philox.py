@@ -51,3 +51,16 @@ def test_double_uniform_fill_uses_two_words_per_element(ext):
         words, j = element_words(seed, stream, i, per_group=2)
         bits = ((words[2 * j] << 32) | words[2 * j + 1]) >> 11
         assert t[i].item() == bits * 2.0**-53
+
+
+def test_philox_floor_writes_the_first_draw_words(ext):
+    # The benchmarks' generator floor: raw words of the fills' first draw, as float32 bits.
+    seed, stream = 0x1234_5678_9ABC_DEF, 3
+    t = torch.empty(4, 5)
+    torch.ops.initkit._philox_fill(t, torch.tensor(seed), stream)
+    bits = t.view(torch.int32).flatten().tolist()
+    for i in range(20):
+        words, j = element_words(seed, stream, i, per_group=4)
+        assert bits[i] & 0xFFFFFFFF == words[j]
+    with pytest.raises(RuntimeError, match="float32"):
+        torch.ops.initkit._philox_fill(torch.empty(4, dtype=torch.float64), torch.tensor(seed))

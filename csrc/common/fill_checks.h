@@ -49,6 +49,9 @@ inline void check_fill_params(FillKind kind, const double* p, at::ScalarType dty
       if (kind == FillKind::TruncNormal)
         TORCH_CHECK(p[2] <= p[3], op, ": expects bounds a <= b, but found a=", p[2], " > b=", p[3]);
       break;
+    case FillKind::RawWords:
+      TORCH_CHECK(dtype == at::kFloat, op, ": writes 32-bit words into a float32 tensor, got ", dtype);
+      break;
     default:
       TORCH_CHECK_VALUE(false, op, ": unknown fill kind ", static_cast<int64_t>(kind));
   }

@@ -1,8 +1,9 @@
-// The single-tensor fill ops (uniform_fill, normal_fill, trunc_normal_fill) of one backend,
+// The single-tensor fill ops (uniform_fill, normal_fill, trunc_normal_fill, _philox_fill) of one backend,
 // written once: each packs its parameters, runs the shared checks, reads the key and calls the
 // backend's `fill(self, kind, params, key, stream, offset, op)`.
 #pragma once
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include "fill_checks.h"
 
@@ -27,6 +28,19 @@ struct SingleFillOps {
                            int64_t stream, int64_t offset) {
     const double p[kNumFillParams] = {mean, std, a, b};
     run(self, FillKind::TruncNormal, p, seed, stream, offset, "initkit::trunc_normal_fill");
+  }
+
+  static void philox_words(at::Tensor& self, const at::Tensor& seed, int64_t stream) {
+    const double p[kNumFillParams] = {0, 0, 0, 0};
+    run(self, FillKind::RawWords, p, seed, stream, 0, "initkit::_philox_fill");
+  }
+
+  // Registers the four single-tensor ops in the backend's TORCH_LIBRARY_IMPL block.
+  static void register_on(torch::Library& m) {
+    m.impl("uniform_fill", &uniform);
+    m.impl("normal_fill", &normal);
+    m.impl("trunc_normal_fill", &trunc_normal);
+    m.impl("_philox_fill", &philox_words);
   }
 
  private:

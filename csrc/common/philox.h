@@ -1,8 +1,8 @@
 // Philox4x32-10 counter-based random number generator (Salmon, Moraes, Dror, Shaw:
 // "Parallel random numbers: as easy as 1, 2, 3", SC'11). Header-only, usable from host
 // and CUDA device code. A block of 4 x 32-bit words is a pure function of a 128-bit
-// counter and a 64-bit key, which is what lets every element's random numbers depend
-// only on (seed, stream, logical index).
+// counter and a 2 x 32-bit key (initkit's seeds are 63-bit: see init.new_seed), which is what
+// lets every element's random numbers depend only on (seed, stream, logical index).
 #pragma once
 #include <cstdint>
 

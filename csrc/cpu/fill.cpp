@@ -22,7 +22,7 @@ namespace {
 
 constexpr int64_t kLanes = 16;  // Philox blocks generated together (one AVX-512 register)
 
-// Philox4x32-10 (the same function as common/philox.h) for counters g0 .. g0+kLanes-1, stored
+// Philox4x32-10 (block_words(g, 0) of common/fill_sampler.h) for groups g0 .. g0+kLanes-1, stored
 // word-major: words[j][lane]. The 32-bit words live in 64-bit lanes so that the 32x32->64
 // products vectorize as plain unsigned multiplies of zero-extended values (about 1.8x faster
 // on AVX-512 than the 32-bit formulation, which GCC widens with 64x64 multiplies).
@@ -52,46 +52,13 @@ inline void philox_lanes(const StreamKey& key, uint64_t g0, uint32_t (&words)[4]
 constexpr int64_t kBlockF32 = kLanes * 4;  // elements per block, 32-bit compute types
 constexpr int64_t kBlockF64 = kLanes * 2;  // elements per block, double
 
-// A wide truncated normal: replace the block's out-of-bounds normals by their redraws. The
-// check is one vectorized pass (an int reduction; inlined so it gets the caller's ISA); redraws
-// are rare.
-C10_ALWAYS_INLINE void redraw_outside_bounds(const Sampler<float>& s, const StreamKey& key, uint64_t g0, float* out) {
-  int32_t outside = 0;
-  for (int64_t i = 0; i < kBlockF32; ++i) outside |= static_cast<int32_t>((out[i] < s.lo) | (out[i] > s.hi));
-  if (outside == 0) return;
-  for (int64_t i = 0; i < kBlockF32; ++i) {
-    if (!(out[i] >= s.lo && out[i] <= s.hi)) out[i] = redraw_trunc_normal(s, key, g0 + i / 4, i % 4);
-  }
-}
-
 // 64 float samples for logical elements [4*g0, 4*g0 + 64).
 INITKIT_MULTIVERSION
 void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, float* out) {
   const Sampler<float> s = sampler;  // a local copy: `out` cannot alias it, so the loops vectorize
   uint32_t w[4][kLanes];
   philox_lanes(key, g0, w);
-  switch (s.kind) {
-    case FillKind::Uniform:
-      for (int64_t l = 0; l < kLanes; ++l)
-        for (int j = 0; j < 4; ++j) out[4 * l + j] = sample_uniform(s, w[j][l]);
-      break;
-    case FillKind::Normal:
-    case FillKind::TruncNormalByRejection:  // the normal fill's values, then rare redraws
-      for (int64_t l = 0; l < kLanes; ++l) {
-        sample_normal_pair(s, w[0][l], w[1][l], out[4 * l + 0], out[4 * l + 1]);
-        sample_normal_pair(s, w[2][l], w[3][l], out[4 * l + 2], out[4 * l + 3]);
-      }
-      if (s.kind == FillKind::TruncNormalByRejection) redraw_outside_bounds(s, key, g0, out);
-      break;
-    case FillKind::TruncNormal: {
-      float v[4][kLanes];  // lane-contiguous first (vectorizes), then interleaved into `out`
-      for (int j = 0; j < 4; ++j)
-        for (int64_t l = 0; l < kLanes; ++l) v[j][l] = sample_trunc_normal(s, w[j][l]);
-      for (int64_t l = 0; l < kLanes; ++l)
-        for (int j = 0; j < 4; ++j) out[4 * l + j] = v[j][l];
-      break;
-    }
-  }
+  sample_lanes<kLanes>(s, key, g0, w, out);
 }
 
 // 32 double samples for logical elements [2*g0, 2*g0 + 32).
@@ -99,29 +66,7 @@ void generate_block_f64(const Sampler<double>& sampler, const StreamKey& key, ui
   const Sampler<double> s = sampler;
   uint32_t w[4][kLanes];
   philox_lanes(key, g0, w);
-  for (int64_t l = 0; l < kLanes; ++l) {
-    const uint32_t lane_words[4] = {w[0][l], w[1][l], w[2][l], w[3][l]};
-    switch (s.kind) {
-      case FillKind::Uniform:
-        out[2 * l] = sample_uniform(s, lane_words[0], lane_words[1]);
-        out[2 * l + 1] = sample_uniform(s, lane_words[2], lane_words[3]);
-        break;
-      case FillKind::Normal:
-        sample_normal_pair(s, lane_words, out[2 * l], out[2 * l + 1]);
-        break;
-      case FillKind::TruncNormal:
-        out[2 * l] = sample_trunc_normal(s, lane_words[0], lane_words[1]);
-        out[2 * l + 1] = sample_trunc_normal(s, lane_words[2], lane_words[3]);
-        break;
-      case FillKind::TruncNormalByRejection:
-        sample_normal_pair(s, lane_words, out[2 * l], out[2 * l + 1]);
-        for (int j = 0; j < 2; ++j) {
-          double& x = out[2 * l + j];
-          if (!(x >= s.lo && x <= s.hi)) x = redraw_trunc_normal(s, key, g0 + l, j);
-        }
-        break;
-    }
-  }
+  sample_lanes<kLanes>(s, key, g0, w, out);
 }
 
 // Walks a tensor's elements in logical (row-major) order, yielding memory offsets.
@@ -272,10 +217,7 @@ void multi_fill_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, CPU, m) {
-  using Ops = SingleFillOps<fill_cpu>;
-  m.impl("uniform_fill", &Ops::uniform);
-  m.impl("normal_fill", &Ops::normal);
-  m.impl("trunc_normal_fill", &Ops::trunc_normal);
+  SingleFillOps<fill_cpu>::register_on(m);
   m.impl("multi_fill", &multi_fill_cpu);
 }
 

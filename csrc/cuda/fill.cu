@@ -69,68 +69,20 @@ int64_t item_elems(DType dtype) {
   }
 }
 
-__device__ __forceinline__ StreamKey stream_key(const FillDesc& d) { return StreamKey{d.key0, d.key1, d.stream0, d.stream1}; }
-
 // The values of one item, for logical elements [first, first + kElems). `first` is a multiple
-// of the item size, so the item starts on a Philox block: counter first / 4 (32-bit types) or
+// of the item size, so the item starts on a Philox block: group first / 4 (32-bit types) or
 // first / 2 (double), as in common/fill_sampler.h.
-template <int kElems>
-__device__ __forceinline__ void sample_item_f32(const FillDesc& d, uint64_t first, float (&v)[kElems]) {
-  const Sampler<float>& s = d.f32;
+template <typename acc_t, int kElems>
+__device__ __forceinline__ void sample_item(const FillDesc& d, const Sampler<acc_t>& s, uint64_t first,
+                                            acc_t (&v)[kElems]) {
+  constexpr int kPerBlock = sizeof(acc_t) == 4 ? 4 : 2;
+  const StreamKey key{d.key0, d.key1, d.stream0, d.stream1};
 #pragma unroll
-  for (int b = 0; b < kElems / 4; ++b) {
-    const uint64_t g = first / 4 + b;
-    const PhiloxWords r = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), d.stream0,
-                                        d.stream1, d.key0, d.key1);
-    float* out = v + 4 * b;
-    switch (s.kind) {
-      case FillKind::Uniform:
-#pragma unroll
-        for (int j = 0; j < 4; ++j) out[j] = sample_uniform(s, r.w[j]);
-        break;
-      case FillKind::Normal:
-      case FillKind::TruncNormalByRejection:  // the normal fill's values, then rare redraws
-        sample_normal_pair(s, r.w[0], r.w[1], out[0], out[1]);
-        sample_normal_pair(s, r.w[2], r.w[3], out[2], out[3]);
-        if (s.kind == FillKind::TruncNormalByRejection) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            if (!(out[j] >= s.lo && out[j] <= s.hi)) out[j] = redraw_trunc_normal(s, stream_key(d), g, j);
-          }
-        }
-        break;
-      case FillKind::TruncNormal:
-#pragma unroll
-        for (int j = 0; j < 4; ++j) out[j] = sample_trunc_normal(s, r.w[j]);
-        break;
-    }
-  }
-}
-
-__device__ __forceinline__ void sample_item_f64(const FillDesc& d, uint64_t first, double (&v)[2]) {
-  const Sampler<double>& s = d.f64;
-  const uint64_t g = first / 2;
-  const PhiloxWords r = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), d.stream0,
-                                      d.stream1, d.key0, d.key1);
-  switch (s.kind) {
-    case FillKind::Uniform:
-      v[0] = sample_uniform(s, r.w[0], r.w[1]);
-      v[1] = sample_uniform(s, r.w[2], r.w[3]);
-      break;
-    case FillKind::Normal:
-      sample_normal_pair(s, r.w, v[0], v[1]);
-      break;
-    case FillKind::TruncNormal:
-      v[0] = sample_trunc_normal(s, r.w[0], r.w[1]);
-      v[1] = sample_trunc_normal(s, r.w[2], r.w[3]);
-      break;
-    case FillKind::TruncNormalByRejection:
-      sample_normal_pair(s, r.w, v[0], v[1]);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        if (!(v[j] >= s.lo && v[j] <= s.hi)) v[j] = redraw_trunc_normal(s, stream_key(d), g, j);
-      }
-      break;
+  for (int b = 0; b < kElems / kPerBlock; ++b) {
+    const uint64_t g = first / kPerBlock + b;
+    const PhiloxWords r = block_words(key, g, 0);
+    const uint32_t w[4][1] = {{r.w[0]}, {r.w[1]}, {r.w[2]}, {r.w[3]}};
+    sample_lanes<1>(s, key, g, w, v + kPerBlock * b);
   }
 }
 
@@ -145,10 +97,10 @@ __device__ __forceinline__ Item<scalar_t> make_item(const FillDesc& d, uint64_t 
   constexpr int kElems = kItemElems<scalar_t>;
   Item<scalar_t> item;
   if constexpr (std::is_same_v<scalar_t, double>) {
-    sample_item_f64(d, first, item.v);
+    sample_item<double, kElems>(d, d.f64, first, item.v);
   } else {
     float v[kElems];
-    sample_item_f32<kElems>(d, first, v);
+    sample_item<float, kElems>(d, d.f32, first, v);
     // Rounding to half/bfloat16 can reach `high`; torch keeps uniform_ half-open (as the CPU kernel).
     const bool keep_half_open = !std::is_same_v<scalar_t, float> && d.f32.kind == FillKind::Uniform;
 #pragma unroll
@@ -394,10 +346,7 @@ void multi_fill_cuda(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, CUDA, m) {
-  using Ops = SingleFillOps<fill_cuda>;
-  m.impl("uniform_fill", &Ops::uniform);
-  m.impl("normal_fill", &Ops::normal);
-  m.impl("trunc_normal_fill", &Ops::trunc_normal);
+  SingleFillOps<fill_cuda>::register_on(m);
   m.impl("multi_fill", &multi_fill_cuda);
 }
 

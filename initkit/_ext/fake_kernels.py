@@ -36,6 +36,11 @@ def _trunc_normal_fill_fake(self, mean, std, a, b, seed, stream=0, offset=0):
     _check_fill_call("initkit::trunc_normal_fill", [self], seed)
 
 
+@torch.library.register_fake("initkit::_philox_fill")
+def _philox_fill_fake(self, seed, stream=0):
+    _check_fill_call("initkit::_philox_fill", [self], seed)
+
+
 @torch.library.register_fake("initkit::multi_fill")
 def _multi_fill_fake(tensors, kinds, params, seed, streams):
     _check_fill_call("initkit::multi_fill", tensors, seed)

@@ -79,8 +79,7 @@ def fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
         init.multi_fill_(tensors, fills, generator)
         return
     # Same numbers in pieces, so the bar can move: one key, tensor i keeps stream i.
-    on_ext = all(handles(t) for t in tensors) and len({t.device for t in tensors}) == 1
-    seed = init.new_seed(generator) if on_ext else None
+    seed = init.new_seed(generator) if all(handles(t) for t in tensors) else None
     start = 0
     while start < len(tensors):
         stop, elements = start, 0

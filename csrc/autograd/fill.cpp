@@ -1,5 +1,6 @@
 // The fills as in-place ops for autograd, one boxed kernel per dispatch key for all four ops
-// (uniform_fill, normal_fill, trunc_normal_fill, multi_fill: argument 0 is what they write).
+// (uniform_fill, normal_fill, trunc_normal_fill, multi_fill, _philox_fill: argument 0 is what
+// they write).
 //
 // ADInplaceOrView: bumps the version counter of every written tensor, so that autograd sees a
 // saved tensor being overwritten (backward then raises, as after torch's own in-place ops), and
@@ -47,12 +48,12 @@ void fill_inplace_or_view(const c10::OperatorHandle& op, c10::DispatchKeySet key
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, Autograd, m) {
-  for (const char* name : {"uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill"})
+  for (const char* name : {"uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill", "_philox_fill"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&fill_autograd>());
 }
 
 TORCH_LIBRARY_IMPL(initkit, ADInplaceOrView, m) {
-  for (const char* name : {"uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill"})
+  for (const char* name : {"uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill", "_philox_fill"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&fill_inplace_or_view>());
 }
 
