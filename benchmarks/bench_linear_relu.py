@@ -94,6 +94,10 @@ def test_results_agree():
     """The compared callables compute the same thing (checked once, outside any timing)."""
     fns = dense.linear_relu_fns(32, 64, "forward")
     torch.testing.assert_close(fns["initkit"](), fns["eager"](), rtol=1e-5, atol=1e-5)
+    fns = dense.linear_relu_fns(64, 256, "forward")
+    for peer in ("eager", "mkldnn"):
+        if peer in fns:
+            torch.testing.assert_close(fns["initkit"](), fns[peer](), rtol=1e-4, atol=1e-4)
     fns = dense.mlp_fns([4, 5, 3, 2], 2, "forward")
     torch.testing.assert_close(fns["initkit"](), fns["eager"](), rtol=1e-5, atol=1e-5)
     assert isinstance(initkit.nn.MLP([4, 5, 3, 2]), nn.Module)

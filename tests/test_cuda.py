@@ -217,3 +217,75 @@ def test_64_bit_indexing():
     big = fill("uniform_fill", torch.empty(n, dtype=torch.bfloat16, device="cuda"), (0.0, 1.0), seed(77))
     tail = fill("uniform_fill", torch.empty(100, dtype=torch.bfloat16), (0.0, 1.0), seed(77), 0, 2**31)
     assert torch.equal(big[2**31 :].cpu(), tail)
+
+
+# ---- dense ops: backward on cuBLASLt epilogues (BGRADB, DRELU_BGRAD) against the ATen math ----
+
+DENSE_DTYPES = [(torch.float32, 1e-4), (torch.bfloat16, 3e-2), (torch.float16, 3e-3), (torch.float64, 1e-10)]
+
+
+@pytest.mark.parametrize("dtype, tol", DENSE_DTYPES)
+@pytest.mark.parametrize("rows, ins, outs", [(64, 128, 256), (37, 70, 130), (1, 8, 8), (0, 4, 5)])
+def test_linear_relu_backward_matches_math(dtype, tol, rows, ins, outs):
+    torch.manual_seed(0)
+    x = torch.randn(rows, ins, dtype=torch.float64)
+    w = torch.randn(outs, ins, dtype=torch.float64) / ins**0.5
+    b = torch.randn(outs, dtype=torch.float64)
+    out = torch.relu(x @ w.t() + b)
+    grad = torch.randn(rows, outs, dtype=torch.float64)
+    pre = grad * (out > 0)
+    expected = (pre @ w, pre.t() @ x, pre.sum(0))
+    for mask in ([True, True, True], [False, True, True], [False, True, False], [False, False, True]):
+        got = torch.ops.initkit._linear_relu_backward(
+            *(t.to("cuda", dtype) for t in (grad, out, x, w)), mask)
+        for want, g, e in zip(mask, got, expected):
+            assert (g is not None) == want
+            if want:
+                torch.testing.assert_close(g.double().cpu(), e, rtol=tol, atol=tol * max(1, rows) ** 0.5)
+
+
+@pytest.mark.parametrize("dtype, tol", DENSE_DTYPES)
+@pytest.mark.parametrize("sizes, rows", [([128, 256, 192, 10], 64), ([5, 130, 7, 3], 33), ([4, 8, 2], 0)])
+@pytest.mark.parametrize("bias_pattern", [(True, True, True), (False, True, False)])
+def test_mlp_backward_matches_math(dtype, tol, sizes, rows, bias_pattern):
+    torch.manual_seed(0)
+    ws = [torch.randn(o, i, dtype=torch.float64) / i**0.5 for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [torch.randn(o, dtype=torch.float64) if p else None for o, p in zip(sizes[1:], bias_pattern)]
+    x = torch.randn(rows, sizes[0], dtype=torch.float64)
+    grad = torch.randn(rows, sizes[-1], dtype=torch.float64)
+    to = lambda t: None if t is None else t.to("cuda", dtype)  # noqa: E731
+    args = (to(x), [to(w) for w in ws], [to(b) for b in bs])
+    _, hidden = torch.ops.initkit._mlp_forward(*args)
+    got = torch.ops.initkit._mlp_backward(to(grad), *args, hidden, True)
+    # Reference: the same math in float64 on the CPU, with the device's own ReLU masks.
+    masks = [h.cpu() > 0 for h in hidden]
+    acts = [x] + [h.double().cpu() for h in hidden]
+    g = grad
+    grad_ws, grad_bs = [None] * len(ws), [None] * len(ws)
+    for i in reversed(range(len(ws))):
+        grad_ws[i] = g.t() @ acts[i]
+        grad_bs[i] = g.sum(0)
+        g = g @ ws[i] if i == 0 else (g @ ws[i]) * masks[i - 1]
+    scale = tol * max(1, rows) ** 0.5
+    torch.testing.assert_close(got[0].double().cpu(), g, rtol=tol, atol=scale)
+    for a, e in zip(got[1], grad_ws):
+        torch.testing.assert_close(a.double().cpu(), e, rtol=tol, atol=scale)
+    expected_bs = [e for e, b in zip(grad_bs, bs) if b is not None]
+    assert len(got[2]) == len(expected_bs)
+    for a, e in zip(got[2], expected_bs):
+        torch.testing.assert_close(a.double().cpu(), e, rtol=tol, atol=scale)
+
+
+def test_mlp_module_trains_like_sequential_on_cuda():
+    torch.manual_seed(0)
+    model = initkit.nn.MLP([64, 128, 128, 10], device="cuda")
+    ref = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, 10)).cuda()
+    for i, layer in enumerate(model.layers):
+        ref[2 * i].load_state_dict(layer.state_dict())
+    x = torch.randn(32, 64, device="cuda")
+    model(x).square().sum().backward()
+    ref(x).square().sum().backward()
+    for layer, i in zip(model.layers, range(0, 5, 2)):
+        torch.testing.assert_close(layer.weight.grad, ref[i].weight.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(layer.bias.grad, ref[i].bias.grad, rtol=1e-4, atol=1e-4)

@@ -5,10 +5,14 @@
 //     dispatcher: no new dependency; absent or disabled -> MKL only). On AVX-512 Xeons it runs
 //     up to 2x MKL's float32 FLOP rate (issue 10), but costs ~10 us more per call and loses at
 //     some small and skinny shapes, so neither engine wins everywhere.
-// The rule: shapes with fewer than kCalibrateMinMacs multiply-adds go to MKL, more than
-// kCalibrateMaxMacs to oneDNN; in between, the first call of each (M, N, K, dtype, strides,
-// threads) times both engines (kCalibrationRuns each, best of), keeps the winner for the process
-// and returns the winner's result. INITKIT_CPU_GEMM=mkl or =onednn pins one engine (e.g. for
+// The rule: shapes with fewer than kCalibrateMinMacs multiply-adds go to MKL (oneDNN's fixed
+// cost per call is larger than the whole GEMM there); for the others, the first call of each
+// (M, N, K, dtype, strides, bias, threads) times both engines on its own data (best of
+// kCalibrationRuns after a warm-up; one run each above kQuickCalibrationMacs, where one GEMM
+// takes milliseconds and the warm-up is noise), keeps the winner for the process and returns
+// the winner's result. Measured, not guessed: which engine wins depends on the shape, the
+// operand strides (backward passes transposed views) and the CPU, and differs between forward
+// and backward at the same layer size (issue 10). INITKIT_CPU_GEMM=mkl or =onednn pins one engine (e.g. for
 // bit-identical results across processes: the engines round differently).
 //
 // No ReLU post-op: oneDNN's eltwise ReLU maps NaN to 0 (F.relu keeps NaN), so the caller clamps.
@@ -41,7 +45,7 @@ namespace initkit {
 namespace cpu {
 
 constexpr int64_t kCalibrateMinMacs = 1 << 16;
-constexpr int64_t kCalibrateMaxMacs = int64_t(1) << 30;
+constexpr int64_t kQuickCalibrationMacs = int64_t(1) << 30;
 constexpr int kCalibrationRuns = 3;
 constexpr size_t kMaxPacked = 256;
 
@@ -197,7 +201,6 @@ inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::o
   const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
   const double macs = static_cast<double>(m) * n * k;
   if (macs < kCalibrateMinMacs) return gemm_mkl(a, b, bias);
-  if (macs > kCalibrateMaxMacs) return gemm_onednn(a, b, bias);
   const GemmKey key{m, n, k, static_cast<int>(a.scalar_type()), a.is_contiguous(), b.is_contiguous(),
                     bias.has_value() && bias->defined(), at::get_num_threads()};
   {
@@ -208,12 +211,15 @@ inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::o
   // Calibrate on this call's own data: alternate the engines, keep each one's best time.
   double best[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
   at::Tensor result[2];
-  for (int run = 0; run <= kCalibrationRuns; ++run) {  // run 0 warms up (oneDNN builds its primitive)
+  const bool quick = macs > kQuickCalibrationMacs;
+  const int first_timed = quick ? 0 : 1;  // run 0 warms up (oneDNN creates its primitive)
+  const int runs = quick ? 1 : kCalibrationRuns + 1;
+  for (int run = 0; run < runs; ++run) {
     for (int e = 0; e < 2; ++e) {
       const auto start = std::chrono::steady_clock::now();
       result[e] = gemm_with(static_cast<Engine>(e), a, b, bias);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (run > 0 && seconds < best[e]) best[e] = seconds;
+      if (run >= first_timed && seconds < best[e]) best[e] = seconds;
     }
   }
   const Engine winner = best[1] < best[0] ? Engine::kOneDnn : Engine::kMkl;

@@ -79,14 +79,6 @@ inline bool is_dense_rows(const at::Tensor& t) {
 // max(v, 0) in place over n contiguous values; NaN stays NaN. The store is unconditional so the
 // loop vectorizes (a conditional store stays a mispredicted branch per element).
 
-template <typename T>
-void relu_span(T* data, int64_t n) {  // half, bfloat16
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = data[i];
-    data[i] = v < T(0) ? T(0) : v;
-  }
-}
-
 INITKIT_MULTIVERSION inline void relu_span(float* data, int64_t n) {
   for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0f ? 0.0f : data[i];
 }
@@ -96,7 +88,11 @@ INITKIT_MULTIVERSION inline void relu_span(double* data, int64_t n) {
 }
 
 inline void relu_inplace(at::Tensor& t) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "initkit_relu_cpu", [&] {
+  if (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) {
+    t.relu_();  // ATen's vectorized 16-bit ReLU (also keeps NaN); the scalar loop converts per element
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "initkit_relu_cpu", [&] {
     scalar_t* const data = t.data_ptr<scalar_t>();
     at::parallel_for(0, t.numel(), kReluGrain,
                      [data](int64_t begin, int64_t end) { relu_span(data + begin, end - begin); });

@@ -164,8 +164,10 @@ def rows(quick: bool = False, budget_s: float = 0.5, compile_peers: bool = True)
         table.append({"op": "peak", "pass": "gemm", "dtype": str(dtype).replace("torch.", ""),
                       "shape": "x".join(map(str, PEAK_SHAPE)), "gflops": peak})
         for pass_ in ("forward", "forward_backward"):
-            peers = ("mkldnn", "addmm") + (("compile", "freezing") if compile_peers and dtype == torch.float32 else ())
             for batch, width in shapes:
+                # torch.compile costs seconds per shape: its columns cover the quick shapes
+                with_compile = compile_peers and dtype == torch.float32 and (batch, width) in QUICK_LINEAR_SHAPES
+                peers = ("mkldnn", "addmm") + (("compile", "freezing") if with_compile else ())
                 t = median_seconds(linear_relu_fns(batch, width, pass_, dtype, peers), budget_s)
                 table.append(_linear_row(pass_, batch, width, dtype, t, peak))
     for pass_ in ("forward", "forward_backward"):
