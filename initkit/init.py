@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import schemes
+from . import schemes, sharded
 from ._ext import torch_fallback
 from ._ext.backend import handles
 from .schemes import FillSpec
@@ -93,6 +93,9 @@ def _real(value, op: str, name: str, position: int) -> float:
 
 def _uniform(tensor: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
     low, high = _real(low, "uniform_", "a", 1), _real(high, "uniform_", "b", 2)
+    if sharded.handles(tensor):
+        sharded.fill(tensor, "uniform", (low, high), generator)
+        return tensor
     if not handles(tensor):
         return torch_fallback.uniform_(tensor, low, high, generator=generator)
     with torch.no_grad():
@@ -102,6 +105,9 @@ def _uniform(tensor: Tensor, low: float, high: float, generator: torch.Generator
 
 def _normal(tensor: Tensor, mean: float, std: float, generator: torch.Generator | None) -> Tensor:
     mean, std = _real(mean, "normal_", "mean", 1), _real(std, "normal_", "std", 2)
+    if sharded.handles(tensor):
+        sharded.fill(tensor, "normal", (mean, std), generator)
+        return tensor
     if not handles(tensor):
         return torch_fallback.normal_(tensor, mean, std, generator=generator)
     with torch.no_grad():
@@ -116,7 +122,7 @@ def _trunc_normal(
     a, b = _real(a, "trunc_normal_", "a", 3), _real(b, "trunc_normal_", "b", 4)
     if not std >= 0:  # torch.nn.init.trunc_normal_ silently accepts these and returns garbage
         raise RuntimeError(f"trunc_normal_ expects std >= 0.0, but found std {std}")
-    if not handles(tensor):
+    if not (handles(tensor) or sharded.handles(tensor)):
         return torch_fallback.trunc_normal_(tensor, mean, std, a, b, generator=generator)
     if (mean < a - 2 * std) or (mean > b + 2 * std):
         warnings.warn(
@@ -124,6 +130,9 @@ def _trunc_normal(
             "The distribution of values may be incorrect.",
             stacklevel=3,
         )
+    if sharded.handles(tensor):
+        sharded.fill(tensor, "trunc_normal", (mean, std, a, b), generator)
+        return tensor
     with torch.no_grad():
         torch.ops.initkit.trunc_normal_fill(tensor, float(mean), float(std), float(a), float(b), new_seed(generator))
     return tensor
@@ -435,6 +444,17 @@ def multi_fill_(
         kinds.append(FILL_KINDS[kind])
         flat.extend(float(p) for p in params)
         flat.extend([0.0] * (4 - expected))
+    dtensors = [t for t in tensors if sharded.handles(t)]
+    if dtensors and all(handles(t) or sharded.handles(t) for t in tensors):
+        # Sharded: one key shared by the ranks of the first DTensor's mesh; each rank fills its shards.
+        key = sharded.shared_key(dtensors[0], generator) if seed is None else seed
+        for i, (tensor, (kind, params)) in enumerate(zip(tensors, fills)):
+            if sharded.handles(tensor):
+                sharded.fill(tensor, kind, params, None, seed=key, stream=first_stream + i)
+            else:
+                with torch.no_grad():
+                    getattr(torch.ops.initkit, sharded.FILL_OPS[kind])(tensor, *map(float, params), key, first_stream + i)
+        return tensors
     if tensors and all(handles(t) for t in tensors):
         # One key for the whole list; tensors on different devices (a model split over devices,
         # meta parameters beside real ones) go in one op call per device, each keeping its stream,

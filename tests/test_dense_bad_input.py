@@ -3,8 +3,6 @@ RuntimeError that names the op (never a crash), the fake kernel rejects the same
 C++ checks (csrc/common/linear_checks.h) and the Python ones (initkit/_ext/checks.py) give
 the same message."""
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -14,6 +12,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import initkit
 from initkit._ext import checks
 from initkit.functional import linear_relu, mlp
+from helpers import run_python
 
 
 def r(*shape, dtype=torch.float32, device="cpu"):
@@ -121,7 +120,7 @@ def test_grid_does_not_crash_the_interpreter():
         print("ok", len(t.CASES))
         """
     ).format(tests=__import__("os").path.dirname(__file__))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = run_python(code)  # from an empty directory: the installed initkit, not the source tree
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     assert proc.stdout.strip() == f"ok {len(CASES)}"
 

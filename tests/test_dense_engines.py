@@ -4,9 +4,6 @@ semantics, strides, bfloat16, and inference weights packed while their version i
 Each engine is pinned with INITKIT_CPU_GEMM in a child process (the choice is made once per
 process)."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -15,6 +12,7 @@ import torch.nn.functional as F
 
 import initkit
 from initkit.functional import linear_relu, mlp
+from helpers import run_python
 
 CHECKS = textwrap.dedent(
     """
@@ -98,8 +96,8 @@ CHECKS = textwrap.dedent(
 
 @pytest.mark.parametrize("engine", ["mkl", "onednn", "auto"])
 def test_engine_matches_torch(ext, engine):
-    env = dict(os.environ, INITKIT_CPU_GEMM=engine)
-    proc = subprocess.run([sys.executable, "-c", CHECKS], capture_output=True, text=True, env=env, timeout=600)
+    # From an empty directory (run_python): the installed initkit, with its _C, not the source tree.
+    proc = run_python(CHECKS, {"INITKIT_CPU_GEMM": engine, "INITKIT_REQUIRE_EXT": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok"
 

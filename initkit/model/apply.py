@@ -7,7 +7,7 @@ import sys
 import torch
 from torch import Tensor, nn
 
-from .. import init
+from .. import init, sharded
 from .._ext.backend import handles
 from ..schemes import RANDOM_KINDS
 from .activations import EMBEDDINGS
@@ -37,7 +37,7 @@ def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | No
                 bar.update(params[row.name].numel())
         for module in model.modules():
             if isinstance(module, EMBEDDINGS) and module.padding_idx is not None:
-                module.weight[module.padding_idx].fill_(0)  # as torch's Embedding and EmbeddingBag
+                sharded.fill_row_(module.weight, module.padding_idx, 0.0)  # as torch's Embedding(Bag)
 
 
 def _run_resets(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, bar: "Progress") -> None:

@@ -22,7 +22,8 @@ def allocate(model: nn.Module, device: torch.device) -> list[str]:
                 continue
             if id(param) not in new_tensors:
                 if param.is_meta:
-                    storage = torch.empty(param.shape, dtype=param.dtype, device=device)
+                    # (empty_like: a DTensor parameter gets storage for this rank's shard only)
+                    storage = torch.empty_like(param, device=device)
                     new_tensors[id(param)] = nn.Parameter(storage, requires_grad=param.requires_grad)
                     new_tensors[id(param)].__dict__.update(param.__dict__)
                 else:

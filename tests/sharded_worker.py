@@ -1,0 +1,137 @@
+"""One rank of the sharded-init tests (tests/test_sharded.py starts WORLD of these): every check
+gathers the sharded result with full_tensor() and compares it bitwise with a single-process fill
+under the same seed. Prints one line per check: "<name> ok" or "<name> FAIL <detail>"."""
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+import initkit
+from initkit import sharded
+
+rank, world, port = (int(a) for a in sys.argv[1:4])
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+dist.init_process_group("gloo", rank=rank, world_size=world)
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(f"{name} {'ok' if ok else 'FAIL ' + str(detail)}")
+
+
+FILLS = {
+    "normal": lambda t: initkit.normal_(t, 0.0, 0.02),
+    "uniform": lambda t: initkit.uniform_(t, -0.5, 0.5),
+    "trunc_normal": lambda t: initkit.trunc_normal_(t, std=0.02),
+    "xavier_uniform": initkit.xavier_uniform_,
+    "kaiming_normal": lambda t: initkit.kaiming_normal_(t, nonlinearity="relu"),
+    "variance_scaling": lambda t: initkit.variance_scaling_(t, 2.0, "fan_avg", "truncated_normal"),
+}
+meshes = {"1d": init_device_mesh("cpu", (world,))}
+placements = {"1d": [[Shard(0)], [Shard(1)], [Replicate()]]}
+if world == 4:
+    meshes["2d"] = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
+    placements["2d"] = [[Shard(0), Shard(1)], [Replicate(), Shard(0)], [Shard(1), Shard(1)], [Shard(0), Replicate()]]
+
+for mesh_name, mesh in meshes.items():
+    for places in placements[mesh_name]:
+        for shape in ((10, 7), (64, 48), (3, 5, 6)):
+            for dtype in (torch.float32, torch.bfloat16, torch.float64):
+                for fill_name, fill in FILLS.items():
+                    d = distribute_tensor(torch.zeros(shape, dtype=dtype), mesh, places)
+                    torch.manual_seed(11)
+                    fill(d)
+                    torch.manual_seed(11)
+                    ref = fill(torch.zeros(shape, dtype=dtype))
+                    name = f"{mesh_name}-{places}-{shape}-{dtype}-{fill_name}"
+                    check(name, torch.equal(d.full_tensor(), ref))
+                local_shape, offset = compute_local_shape_and_global_offset(torch.Size(shape), mesh, places)
+                ours = sharded.local_block(shape, mesh.shape, mesh.get_coordinate(), places)
+                check(f"local_block-{mesh_name}-{places}-{shape}", ours == (list(local_shape), list(offset)), (ours, local_shape, offset))
+
+# multi_fill_: one key, stream i for tensor i, as unsharded
+mesh = meshes["1d"]
+shapes = [(12, 4), (7,), (5, 9)]
+ds = [distribute_tensor(torch.zeros(s), mesh, [Shard(0)]) for s in shapes]
+fills = [("normal", (0.0, 1.0)), ("uniform", (-1.0, 1.0)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0))]
+torch.manual_seed(5)
+initkit.multi_fill_(ds, fills)
+torch.manual_seed(5)
+refs = initkit.multi_fill_([torch.zeros(s) for s in shapes], fills)
+check("multi_fill", all(torch.equal(d.full_tensor(), r) for d, r in zip(ds, refs)))
+
+# unsupported placements: a clear error naming the placement
+from torch.distributed.tensor import DTensor  # noqa: E402
+from torch.distributed.tensor.placement_types import Partial  # noqa: E402
+
+partial = DTensor.from_local(torch.zeros(4, 4), mesh, [Partial()])
+try:
+    initkit.normal_(partial)
+    check("partial-error", False, "no error")
+except NotImplementedError as error:
+    check("partial-error", "Partial" in str(error), error)
+
+
+def mlp():
+    return nn.Sequential(nn.Embedding(37, 16, padding_idx=3), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8), nn.LayerNorm(8))
+
+
+def reference(policy):
+    with torch.device("meta"):
+        model = mlp()
+    torch.manual_seed(21)
+    initkit.materialize(model, policy=policy)
+    return model.state_dict()
+
+
+# FSDP2 on a meta model, then materialize: each rank allocates and fills its shards only
+from torch.distributed.fsdp import fully_shard  # noqa: E402
+
+for policy in ("auto", "kaiming_uniform"):
+    with torch.device("meta"):
+        model = mlp()
+    for layer in (model[1], model[3]):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    torch.manual_seed(21)
+    initkit.materialize(model, policy=policy)
+    local_numel = sum(p.to_local().numel() for p in model.parameters())
+    full = {k: v.full_tensor() for k, v in model.state_dict().items()}
+    ref = reference(policy)
+    check(f"fsdp2-materialize-{policy}", all(torch.equal(full[k], ref[k]) for k in ref))
+    check(f"fsdp2-local-storage-{policy}", local_numel <= sum(v.numel() for v in ref.values()) // world + 64, local_numel)
+
+# tensor parallel on meta: colwise then rowwise Linear
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module  # noqa: E402
+
+with torch.device("meta"):
+    tp = mlp()
+parallelize_module(tp, mesh, {"1": ColwiseParallel(), "3": RowwiseParallel()})
+torch.manual_seed(21)
+initkit.materialize(tp)
+full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in tp.state_dict().items()}
+ref = reference("auto")
+check("tp-materialize", all(torch.equal(full[k], ref[k]) for k in ref))
+
+# patch(): a model's own init_weights on sharded parameters
+with torch.device("meta"):
+    own = nn.Linear(24, 12)
+fully_shard(own, mesh=mesh)
+own.to_empty(device="cpu")
+torch.manual_seed(9)
+with initkit.patch():
+    own.reset_parameters()
+plain = nn.Linear(24, 12)
+torch.manual_seed(9)
+with initkit.patch():
+    plain.reset_parameters()
+check("patch-reset_parameters", torch.equal(own.weight.full_tensor(), plain.weight) and torch.equal(own.bias.full_tensor(), plain.bias))
+
+dist.destroy_process_group()
+print("\n".join(results))

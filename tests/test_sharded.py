@@ -1,0 +1,102 @@
+"""Sharded init (DTensor, FSDP2, tensor parallel): every shard equals its part of the unsharded
+fill, bit for bit. Real process groups (gloo, world sizes 2 and 4, tests/sharded_worker.py) and a
+simulation of 1024-rank and 32x32 meshes in one process."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributed.tensor import Replicate, Shard
+
+import initkit
+from initkit import sharded
+
+WORKER = Path(__file__).with_name("sharded_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_every_placement_equals_the_unsharded_fill(ext, world, tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INITKIT_BACKEND")}
+    env["OMP_NUM_THREADS"] = "1"
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), str(rank), str(world), str(port)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+        for rank in range(world)
+    ]  # fmt: skip
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+        lines = out.strip().splitlines()
+        failed = [line for line in lines if " FAIL" in line]
+        assert len(lines) > 150 and not failed, failed[:10]
+
+
+def _simulate(global_shape, mesh_shape, placements, kind, params, dtype=torch.float32):
+    """Fill every shard of a mesh as its rank would, into one tensor; return it and the unsharded fill."""
+    seed = torch.tensor(1234)
+    whole = torch.full(global_shape, float("nan"), dtype=dtype)
+    covered = torch.zeros(global_shape, dtype=torch.int32)
+    for coordinate in torch.cartesian_prod(*(torch.arange(n) for n in mesh_shape)).reshape(-1, len(mesh_shape)).tolist():
+        local_shape, offset = sharded.local_block(global_shape, mesh_shape, coordinate, placements)
+        block = tuple(slice(o, o + n) for o, n in zip(offset, local_shape))
+        local = torch.empty(local_shape, dtype=dtype)
+        sharded.fill_block(local, global_shape, offset, kind, params, seed, stream=3)
+        if any(isinstance(p, Replicate) for p in placements) and not torch.isnan(whole[block]).all():
+            assert torch.equal(whole[block], local)  # replicas agree
+        whole[block] = local
+        covered[block] += 1
+    reference = torch.empty(global_shape, dtype=dtype)
+    getattr(torch.ops.initkit, sharded.FILL_OPS[kind])(reference, *params, seed, 3, 0)
+    return whole, reference, covered
+
+
+@pytest.mark.parametrize(
+    "global_shape, mesh_shape, placements",
+    [
+        ((50257, 768), (1024,), [Shard(0)]),  # GPT-2's token embedding over 1024 ranks (uneven, some empty)
+        ((3072, 768), (1024,), [Shard(1)]),  # a GPT-2 MLP weight, row-wise tensor parallel
+        ((1024, 2048), (32, 32), [Shard(0), Shard(1)]),  # 2-D mesh
+        ((1000, 999), (32, 32), [Shard(1), Shard(0)]),  # uneven, in the other order
+        ((96, 80), (32, 32), [Shard(0), Shard(0)]),  # one dim cut twice (nested chunks)
+    ],
+)
+@pytest.mark.parametrize("kind, params", [("normal", (0.0, 0.02)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0))])
+def test_simulated_large_meshes_union_equals_the_unsharded_fill(ext, global_shape, mesh_shape, placements, kind, params):
+    whole, reference, covered = _simulate(global_shape, mesh_shape, placements, kind, params)
+    assert torch.equal(covered, torch.ones_like(covered))  # every element filled exactly once
+    assert torch.equal(whole, reference)
+
+
+def test_simulated_replicated_mesh_and_bfloat16(ext):
+    whole, reference, _ = _simulate((256, 64), (8, 4), [Replicate(), Shard(1)], "uniform", (-1.0, 1.0), torch.bfloat16)
+    assert torch.equal(whole, reference)
+
+
+def test_chunk_extent_is_torch_chunk():
+    for size in (0, 1, 7, 10, 64):
+        for chunks in (1, 3, 4, 8, 16):
+            lengths = [len(p) for p in torch.arange(size).chunk(chunks)] if size else []
+            lengths += [0] * (chunks - len(lengths))  # torch.chunk may return fewer chunks: empty shards
+            starts = [sum(lengths[:i]) for i in range(chunks)]
+            got = [sharded.chunk_extent(size, chunks, i) for i in range(chunks)]
+            assert [n for _, n in got] == lengths, (size, chunks)
+            assert all(start == s for (start, n), s in zip(got, starts) if n), (size, chunks)
+
+
+def test_unsupported_placement_names_it():
+    class Fake:
+        placements = (Shard(0), object())
+
+    with pytest.raises(NotImplementedError, match="placement <object"):
+        sharded.check_placements(Fake())
