@@ -171,7 +171,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from ._ext.backend import backend
-    from .bench import dense, fills, models, own_init
+    from .bench import dense, fills, models, own_init, sharded
 
     chosen = [] if args.own_init == "none" else own_init.DEFAULT_MODELS if args.own_init == "all" else args.own_init.split(",")
     unknown = sorted(set(chosen) - set(own_init.MODELS))
@@ -183,6 +183,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(fills.markdown_table(rows) if args.markdown else fills.format_table(rows))
     print(models.format_rows(models.model_init_rows()))
     print(dense.format_rows(dense.rows(quick=args.quick)))
+    print(sharded.format_rows(sharded.rows()))
     if chosen:
         print("A model's own init: plain construction vs initkit.patch() vs deferred_init + materialize vs the floor")
         print(own_init.format_rows(own_init.own_init_rows(chosen)))
