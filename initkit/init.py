@@ -8,6 +8,7 @@ computed once here and applied inside the kernel. Same seed, same values, for an
 RNG: each call draws a fresh 63-bit Philox key from torch's CPU generator (or `generator=`), so
 torch.manual_seed() makes initkit reproducible and consecutive calls differ. On the "torch"
 backend the same functions run torch's own samplers and give exactly torch.nn.init's values.
+DTensors go to initkit/sharded.py. (Over 400 lines: about half are the public docstrings.)
 """
 
 import numbers
@@ -55,6 +56,9 @@ __all__ = [
     "sparse",
 ]
 
+# The reproducibility contract's version: which values a (key, stream, index) gives (README,
+# tests/test_contract.py). 2: exact truncated normals on narrow and far intervals.
+CONTRACT_VERSION = 2
 # Fill kinds, as numbered by the multi_fill op schema (csrc/initkit.cpp).
 FILL_KINDS = {"uniform": 0, "normal": 1, "trunc_normal": 2}
 _MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
