@@ -3,6 +3,7 @@ benchmarks, README, docs and the GPU check script name exists (a missing export,
 `ext_has_cuda` once, fails here on a CPU-only machine instead of on the first GPU)."""
 
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ SCANNED = [
 ]
 # Deliberately not in __all__: the layers' subpackages and modules (reached by their path), and
 # what a build writes (the compiled module and its build info).
-MODULES = {"_ext", "model", "bench", "cli", "schemes"}
+MODULES = {"_ext", "model", "bench", "cli", "schemes", "sharded"}
 BUILD_OUTPUTS = {"_C", "_build_info"}
 # initkit.X, but not torch.ops.initkit.X, a path (csrc/initkit.cpp) or an op name (initkit.mlp.default)
 REFERENCE = re.compile(r"(?<![\w./])initkit\.([A-Za-z_]\w*)\b(?!\.default)")
@@ -60,3 +61,11 @@ def test_every_referenced_name_exists(name):
         importlib.import_module(f"initkit.{name}")
         return
     assert name in initkit.__all__, f"initkit.{name} is used (in {sorted(referenced_names()[name])}) but not public"
+
+
+def test_gpu_report_imports_on_a_cpu_machine():
+    # benchmarks/gpu_report.py only runs where a GPU is lent: its imports must not fail there first.
+    spec = importlib.util.spec_from_file_location("gpu_report", ROOT / "benchmarks" / "gpu_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines functions; main() runs only as a script
+    assert callable(module.main)
