@@ -279,13 +279,8 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
     return fill_scheme_(tensor, schemes.xavier_normal(tensor, gain), generator)
 
 
-def kaiming_uniform_(
-    tensor: Tensor,
-    a: float = 0,
-    mode: str = "fan_in",
-    nonlinearity: str = "leaky_relu",
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
+                     generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
     r"""Fill `tensor` in place with Kaiming/He uniform values: :math:`\mathcal{U}(-\text{bound}, \text{bound})`
     with :math:`\text{bound} = \text{gain} \times \sqrt{3 / \text{fan\_mode}}`.
 
@@ -307,22 +302,14 @@ def kaiming_uniform_(
     return _fill_unless_empty(tensor, lambda: schemes.kaiming_uniform(tensor, a, mode, nonlinearity), generator)
 
 
-def kaiming_normal_(
-    tensor: Tensor,
-    a: float = 0,
-    mode: str = "fan_in",
-    nonlinearity: str = "leaky_relu",
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
+                    generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
     r"""Fill `tensor` in place with Kaiming/He normal values: :math:`\mathcal{N}(0, \text{std}^2)` with
     :math:`\text{std} = \text{gain} / \sqrt{\text{fan\_mode}}`.
 
-    Args:
-        tensor: an n-dimensional `torch.Tensor` (n >= 2)
-        a: the negative slope of the rectifier used after this layer (only with "leaky_relu")
-        mode: "fan_in" (default) or "fan_out"
-        nonlinearity: the name of the nonlinear function (``calculate_gain``'s names)
-        generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
+    Args: as for ``kaiming_uniform_``: `tensor` (n >= 2 dimensions), `a` (the rectifier's negative
+    slope, with "leaky_relu"), `mode` ("fan_in" or "fan_out"), `nonlinearity` (a ``calculate_gain``
+    name) and `generator` (where the Philox key comes from).
 
     Returns `tensor` (a zero-element tensor is left alone with a warning, as torch).
     Equivalent PyTorch: ``torch.nn.init.kaiming_normal_``.
