@@ -36,6 +36,13 @@ TORCH_LIBRARY(initkit, m) {
   // 2 truncated normal; params: 4 per tensor (low, high, -, -) / (mean, std, -, -) /
   // (mean, std, a, b). Tensor i uses stream streams[i] and equals a single fill with it.
   m.def("multi_fill(Tensor(a!)[] tensors, int[] kinds, float[] params, Tensor seed, int[] streams) -> ()");
+  // A block of a larger logical tensor (a DTensor's local shard): self holds the elements
+  // [origin[d], origin[d] + self.size(d)) of a tensor of global_sizes, and each element gets the
+  // value of its GLOBAL logical index, so the block equals that part of the whole tensor's fill.
+  // kind and params as for multi_fill. CPU only (initkit/sharded.py cuts CUDA blocks into runs).
+  m.def(
+      "_fill_block(Tensor(a!) self, int kind, float[] params, Tensor seed, int stream, int[] global_sizes, "
+      "int[] origin) -> ()");
   // The generator floor for benchmarks: the Philox words a float32 fill would use, stored as
   // their bits (same counters, no sampling).
   m.def("_philox_fill(Tensor(a!) self, Tensor seed, int stream=0) -> ()");

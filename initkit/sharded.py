@@ -5,7 +5,8 @@ An element's value depends only on (key, stream, logical index in the GLOBAL ten
 of the global tensor is cut into runs that are contiguous in the global row-major order, and each
 run is filled by the fill op with `offset` = the global index of its first element. Shard(0) (FSDP2)
 is one run per rank; Shard(d > 0) (tensor parallel row-wise, 2-D meshes) is one run per row of the
-dims before d. The key is drawn on every rank and then broadcast from mesh coordinate 0, so every
+dims before d. On CPU the runs are cut and filled in C++ (one _fill_block op call, one parallel
+region); on other devices each run is one fill op call. The key is drawn on every rank and then broadcast from mesh coordinate 0, so every
 rank fills with the same key (equal to what a single process seeded the same way draws).
 """
 
@@ -85,7 +86,19 @@ def runs(global_shape: Sequence[int], local_shape: Sequence[int], offset: Sequen
 
 
 def fill_block(local: Tensor, global_shape, offset, kind: str, params, seed: Tensor, stream: int) -> None:
-    """Fill `local`, the block of a global tensor at `offset`, with its part of the unsharded fill."""
+    """Fill `local`, the block of a global tensor at `offset`, with its part of the unsharded fill:
+    on CPU one _fill_block op call (all runs in one parallel region), elsewhere one fill call per run."""
+    if local.device.type == "cpu":
+        from .init import FILL_KINDS
+
+        padded = [float(p) for p in params] + [0.0] * (4 - len(params))
+        torch.ops.initkit._fill_block(local, FILL_KINDS[kind], padded, seed, stream, list(global_shape), list(offset))
+    else:
+        fill_runs(local, global_shape, offset, kind, params, seed, stream)
+
+
+def fill_runs(local: Tensor, global_shape, offset, kind: str, params, seed: Tensor, stream: int) -> None:
+    """fill_block as one fill op call per run (any device)."""
     op = getattr(torch.ops.initkit, FILL_OPS[kind])
     for index, start in runs(global_shape, local.shape, offset):
         op(local[index] if index else local, *params, seed, stream, start)

@@ -42,6 +42,7 @@ def _samples():
         (torch.ops.initkit.normal_fill.default, (torch.empty(33, dtype=torch.float64), 0.0, 2.0, seed, 3, 1)),
         (torch.ops.initkit.trunc_normal_fill.default, (torch.empty(4, 9).t(), 0.0, 1.0, -2.0, 2.0, seed)),
         (torch.ops.initkit._philox_fill.default, (torch.empty(6, 5), seed, 2)),
+        (torch.ops.initkit._fill_block.default, (torch.empty(3, 4), 1, [0.0, 1.0, 0.0, 0.0], seed, 1, [8, 9], [2, 5])),
         (torch.ops.initkit.multi_fill.default, ([torch.empty(3, 4), torch.empty(10, dtype=torch.bfloat16)], [0, 2], [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 1.0], seed, [0, 1])),
     ]
 

@@ -100,3 +100,26 @@ def test_unsupported_placement_names_it():
 
     with pytest.raises(NotImplementedError, match="placement <object"):
         sharded.check_placements(Fake())
+
+
+@pytest.mark.parametrize("shape, local_shape, offset", [((10, 7, 5), (4, 3, 5), (6, 2, 0)), ((9, 11), (9, 4), (0, 7)), ((6,), (2,), (3,))])
+def test_fill_block_op_equals_one_fill_per_run(ext, shape, local_shape, offset):
+    # The CPU op (C++ runs) and the per-run path other devices take give the same values.
+    seed = torch.tensor(99)
+    ours, runs = torch.empty(local_shape), torch.empty(local_shape)
+    sharded.fill_block(ours, shape, offset, "trunc_normal", (0.0, 1.0, -2.0, 2.0), seed, 4)
+    sharded.fill_runs(runs, shape, offset, "trunc_normal", (0.0, 1.0, -2.0, 2.0), seed, 4)
+    assert torch.equal(ours, runs)
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        (((4, 4), (0, 1)), ValueError, "outside the global size"),
+        (((4,), (0,)), ValueError, "expected 2 global sizes"),
+        (((4, 2), (-1, 0)), ValueError, "outside the global size"),
+    ],
+)
+def test_fill_block_op_rejects_blocks_outside_the_tensor(ext, args, error, match):
+    with pytest.raises(error, match=match):
+        torch.ops.initkit._fill_block(torch.empty(4, 4), 1, [0.0, 1.0, 0.0, 0.0], torch.tensor(1), 0, *args)

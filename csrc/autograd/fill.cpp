@@ -48,12 +48,12 @@ void fill_inplace_or_view(const c10::OperatorHandle& op, c10::DispatchKeySet key
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, Autograd, m) {
-  for (const char* name : {"uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill", "_philox_fill"})
+  for (const char* name : {"uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill", "_philox_fill", "_fill_block"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&fill_autograd>());
 }
 
 TORCH_LIBRARY_IMPL(initkit, ADInplaceOrView, m) {
-  for (const char* name : {"uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill", "_philox_fill"})
+  for (const char* name : {"uniform_fill", "normal_fill", "trunc_normal_fill", "multi_fill", "_philox_fill", "_fill_block"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&fill_inplace_or_view>());
 }
 

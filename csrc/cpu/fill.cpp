@@ -214,11 +214,60 @@ void multi_fill_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<
   run_jobs(jobs);
 }
 
+// The block is cut into runs contiguous in the global row-major order (dims after the last
+// partial dim are whole): one job per run, with `offset` = the run's first global index, all in
+// one parallel region.
+void fill_block_cpu(at::Tensor& self, int64_t kind, at::ArrayRef<double> params, const at::Tensor& seed,
+                    int64_t stream, at::IntArrayRef global_sizes, at::IntArrayRef origin) {
+  const char* op = "initkit::_fill_block";
+  TORCH_CHECK_VALUE(kind >= 0 && kind <= static_cast<int64_t>(FillKind::TruncNormal), op, ": unknown fill kind ", kind);
+  TORCH_CHECK_VALUE(params.size() == static_cast<size_t>(kNumFillParams), op, ": expected ", kNumFillParams,
+                    " params, got ", params.size());
+  const int64_t dims = self.dim();
+  TORCH_CHECK_VALUE(static_cast<int64_t>(global_sizes.size()) == dims && static_cast<int64_t>(origin.size()) == dims, op,
+                    ": expected ", dims, " global sizes and origins for a ", dims, "-D block, got ", global_sizes.size(),
+                    " and ", origin.size());
+  int64_t global_numel = 1;
+  for (int64_t d = 0; d < dims; ++d) {
+    TORCH_CHECK_VALUE(origin[d] >= 0 && origin[d] + self.size(d) <= global_sizes[d], op, ": dim ", d, " of the block, [",
+                      origin[d], ", ", origin[d] + self.size(d), "), is outside the global size ", global_sizes[d]);
+    global_numel *= global_sizes[d];
+  }
+  TORCH_CHECK_VALUE(global_numel <= kMaxLogicalIndex, op, ": logical indices must stay below 2^56, got ", global_numel,
+                    " elements");
+  const FillKind fill_kind = static_cast<FillKind>(kind);
+  check_fill_target(self, op);
+  check_fill_params(fill_kind, params.data(), self.scalar_type(), op);
+  const uint64_t key = seed_value(seed, op);
+  if (self.numel() == 0) return;
+  int64_t last = 0;  // the last dim the block does not cover whole
+  for (int64_t d = 0; d < dims; ++d)
+    if (self.size(d) != global_sizes[d]) last = d;
+  std::vector<int64_t> global_stride(dims, 1);
+  for (int64_t d = dims - 2; d >= 0; --d) global_stride[d] = global_stride[d + 1] * global_sizes[d + 1];
+  const int64_t runs = c10::multiply_integers(self.sizes().begin(), self.sizes().begin() + last);
+  std::vector<FillJob> jobs;
+  jobs.reserve(runs);
+  std::vector<int64_t> index(last, 0);
+  for (int64_t r = 0; r < runs; ++r) {
+    at::Tensor run = self;
+    int64_t start = dims ? origin[last] * global_stride[last] : 0;
+    for (int64_t d = 0; d < last; ++d) {
+      run = run.select(0, index[d]);
+      start += (origin[d] + index[d]) * global_stride[d];
+    }
+    jobs.push_back(make_job(run, fill_kind, params.data(), key, stream, start));
+    for (int64_t d = last - 1; d >= 0 && ++index[d] == self.size(d); --d) index[d] = 0;
+  }
+  run_jobs(jobs);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(initkit, CPU, m) {
   SingleFillOps<fill_cpu>::register_on(m);
   m.impl("multi_fill", &multi_fill_cpu);
+  m.impl("_fill_block", &fill_block_cpu);
 }
 
 }  // namespace initkit

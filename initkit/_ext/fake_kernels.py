@@ -41,6 +41,11 @@ def _philox_fill_fake(self, seed, stream=0):
     _check_fill_call("initkit::_philox_fill", [self], seed)
 
 
+@torch.library.register_fake("initkit::_fill_block")
+def _fill_block_fake(self, kind, params, seed, stream, global_sizes, origin):
+    _check_fill_call("initkit::_fill_block", [self], seed)
+
+
 @torch.library.register_fake("initkit::multi_fill")
 def _multi_fill_fake(tensors, kinds, params, seed, streams):
     _check_fill_call("initkit::multi_fill", tensors, seed)
