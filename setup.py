@@ -66,6 +66,13 @@ def check_cuda_toolkit() -> None:
         )
 
 
+def bundled_cuda_headers() -> list[str]:
+    """torch's own CUDA library headers (cuBLASLt, cuSPARSE, ... from its nvidia-* wheels), searched
+    after the toolkit's: ATen's CUDA headers include them, and a minimal toolkit may not have them."""
+    nvidia = Path(torch.__file__).resolve().parent.parent / "nvidia"
+    return [flag for folder in sorted(nvidia.glob("*/include")) for flag in ("-idirafter", str(folder))]
+
+
 def sources(cuda: bool) -> list[str]:
     globs = build_config("cpu_sources") + build_config("python_sources")
     if cuda:
@@ -115,7 +122,7 @@ def extension():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST")
         nvcc = [*opt, cxx_std, *build_config("nvcc_flags"), "-lineinfo", "-DINITKIT_WITH_CUDA"]
-        kwargs["extra_compile_args"] = {"cxx": [*cxx, "-DINITKIT_WITH_CUDA"], "nvcc": nvcc}
+        kwargs["extra_compile_args"] = {"cxx": [*cxx, "-DINITKIT_WITH_CUDA", *bundled_cuda_headers()], "nvcc": nvcc}
         ext = cpp_extension.CUDAExtension(**kwargs)
     else:
         kwargs["extra_compile_args"] = {"cxx": cxx}
