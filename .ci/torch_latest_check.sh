@@ -7,6 +7,10 @@ set -euo pipefail
 venv=$(realpath -m "${1:?usage: .ci/torch_latest_check.sh VENV_DIR}")  # absolute: the script changes folders
 cd "$(dirname "$0")/.."
 
+# LibTorch's CMake config of a CUDA torch looks for a toolkit even for a CPU-only consumer (the
+# C++ deployment test): give it the real one, as cuda_build_check.sh does.
+. tools/find_cuda_home.sh
+
 python3 -m venv --clear "$venv"
 # This machine's pip configuration caps torch at its local 2.14.1 wheel (a constraint that would
 # also "downgrade" torch when `pip install .` resolves initkit's torch dependency): ignore it for
