@@ -312,10 +312,11 @@ INITKIT_HOST_DEVICE acc_t redraw_trunc_normal(const Sampler<acc_t>& s, const Str
 }
 
 // ---- one place per kind: L blocks of Philox words to samples ----------------------------------
-// words[j][l] is word j of block g0 + l (the CPU runs L = 16 lanes so the loops vectorize; CUDA
-// runs L = 1). Float: out[4l + j]; double: out[2l + j].
+// words[j][l] is word j of block (group[l], attempt 0); group[l] is only read by the redraws. The
+// CPU runs L = 16 lanes so the loops vectorize (consecutive groups for whole tensors, gathered ones
+// for short runs of sharded blocks); CUDA runs L = 1. Float: out[4l + j]; double: out[2l + j].
 template <int L>
-INITKIT_HOST_DEVICE void sample_lanes(const Sampler<float>& s, const StreamKey& key, uint64_t g0,
+INITKIT_HOST_DEVICE void sample_lanes(const Sampler<float>& s, const StreamKey& key, const uint64_t (&group)[L],
                                       const uint32_t (&w)[4][L], float* out) {
   switch (s.kind) {
     case FillKind::RawWords:
@@ -337,7 +338,7 @@ INITKIT_HOST_DEVICE void sample_lanes(const Sampler<float>& s, const StreamKey& 
       for (int i = 0; i < 4 * L; ++i) outside |= static_cast<int32_t>((out[i] < s.lo) | (out[i] > s.hi));
       if (outside == 0) break;
       for (int i = 0; i < 4 * L; ++i)
-        if (!(out[i] >= s.lo && out[i] <= s.hi)) out[i] = redraw_trunc_normal(s, key, g0 + i / 4, i % 4);
+        if (!(out[i] >= s.lo && out[i] <= s.hi)) out[i] = redraw_trunc_normal(s, key, group[i / 4], i % 4);
       break;
     }
     case FillKind::TruncNormal: {
@@ -349,13 +350,13 @@ INITKIT_HOST_DEVICE void sample_lanes(const Sampler<float>& s, const StreamKey& 
       break;
     }
     default:  // narrow or far-tail truncations: scalar rejection on their own blocks
-      for (int i = 0; i < 4 * L; ++i) out[i] = redraw_trunc_normal(s, key, g0 + i / 4, i % 4);
+      for (int i = 0; i < 4 * L; ++i) out[i] = redraw_trunc_normal(s, key, group[i / 4], i % 4);
       break;
   }
 }
 
 template <int L>
-INITKIT_HOST_DEVICE void sample_lanes(const Sampler<double>& s, const StreamKey& key, uint64_t g0,
+INITKIT_HOST_DEVICE void sample_lanes(const Sampler<double>& s, const StreamKey& key, const uint64_t (&group)[L],
                                       const uint32_t (&w)[4][L], double* out) {
   for (int l = 0; l < L; ++l) {
     const uint32_t lane[4] = {w[0][l], w[1][l], w[2][l], w[3][l]};
@@ -370,14 +371,14 @@ INITKIT_HOST_DEVICE void sample_lanes(const Sampler<double>& s, const StreamKey&
         sample_normal_pair(s, lane, o[0], o[1]);
         if (s.kind == FillKind::Normal) break;
         for (int j = 0; j < 2; ++j)
-          if (!(o[j] >= s.lo && o[j] <= s.hi)) o[j] = redraw_trunc_normal(s, key, g0 + l, j);
+          if (!(o[j] >= s.lo && o[j] <= s.hi)) o[j] = redraw_trunc_normal(s, key, group[l], j);
         break;
       case FillKind::TruncNormal:
         o[0] = sample_trunc_normal(s, lane[0], lane[1]);
         o[1] = sample_trunc_normal(s, lane[2], lane[3]);
         break;
       default:
-        for (int j = 0; j < 2; ++j) o[j] = redraw_trunc_normal(s, key, g0 + l, j);
+        for (int j = 0; j < 2; ++j) o[j] = redraw_trunc_normal(s, key, group[l], j);
         break;
     }
   }

@@ -79,8 +79,8 @@ __device__ __forceinline__ void sample_item(const FillDesc& d, const Sampler<acc
   const StreamKey key{d.key0, d.key1, d.stream0, d.stream1};
 #pragma unroll
   for (int b = 0; b < kElems / kPerBlock; ++b) {
-    const uint64_t g = first / kPerBlock + b;
-    const PhiloxWords r = block_words(key, g, 0);
+    const uint64_t g[1] = {first / kPerBlock + b};
+    const PhiloxWords r = block_words(key, g[0], 0);
     const uint32_t w[4][1] = {{r.w[0]}, {r.w[1]}, {r.w[2]}, {r.w[3]}};
     sample_lanes<1>(s, key, g, w, v + kPerBlock * b);
   }
