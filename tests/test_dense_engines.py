@@ -1,5 +1,5 @@
-"""The CPU dense ops on each GEMM engine (csrc/cpu/dense_gemm.h): MKL, oneDNN, and the
-per-shape choice between them, against F.relu(F.linear(...)): values, gradients, NaN/inf
+"""The CPU dense ops on each GEMM engine (csrc/cpu/dense_gemm.h): MKL, oneDNN, initkit's own
+AVX-512 kernel, and the per-shape choice between them, against F.relu(F.linear(...)): values, gradients, NaN/inf
 semantics, strides, bfloat16, and inference weights packed while their version is unchanged.
 Each engine is pinned with INITKIT_CPU_GEMM in a child process (the choice is made once per
 process)."""
@@ -29,7 +29,7 @@ CHECKS = textwrap.dedent(
         assert torch.equal(a.isnan(), b.isnan()), "NaN pattern differs"
         torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True)
 
-    for m, k, n in [(256, 256, 256), (32, 1024, 512), (64, 300, 70), (4096, 64, 256)]:
+    for m, k, n in [(256, 256, 256), (32, 1024, 512), (64, 300, 70), (4096, 64, 256), (13, 17, 100), (2, 300, 333)]:
         x, w, b = torch.randn(m, k), torch.randn(n, k) / k**0.5, torch.randn(n)
         same(linear_relu(x, w, b), ref(x, w, b), 1e-4)
         same(linear_relu(x, w), ref(x, w, None), 1e-4)
@@ -86,6 +86,11 @@ CHECKS = textwrap.dedent(
         same(layer(x), ref(x, layer.weight, layer.bias), 1e-4)
         layer.load_state_dict({"weight": torch.randn(512, 512), "bias": torch.randn(512)})
         same(layer(x), ref(x, layer.weight, layer.bias), 1e-4)
+        row = torch.randn(1, 256)  # single rows: a GEMV on the cached panels where the CPU has AVX-512
+        gemv = initkit.nn.FusedLinearReLU(256, 256)
+        same(gemv(row), ref(row, gemv.weight, gemv.bias), 1e-4)
+        gemv.weight.mul_(-1)
+        same(gemv(row), ref(row, gemv.weight, gemv.bias), 1e-4)
         for _ in range(300):  # many short-lived weights: the cache stays bounded and valid
             w = torch.randn(256, 256)
             same(linear_relu(x[:, :256], w), ref(x[:, :256], w, None), 1e-4)
@@ -94,7 +99,7 @@ CHECKS = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("engine", ["mkl", "onednn", "auto"])
+@pytest.mark.parametrize("engine", ["mkl", "onednn", "initkit", "auto"])
 def test_engine_matches_torch(ext, engine):
     # From an empty directory (run_python): the installed initkit, with its _C, not the source tree.
     proc = run_python(CHECKS, {"INITKIT_CPU_GEMM": engine, "INITKIT_REQUIRE_EXT": "1"}, timeout=600)

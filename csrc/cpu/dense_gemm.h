@@ -1,25 +1,28 @@
 // The CPU GEMM of the dense ops: c [M, N] = a [M, K] @ b [N, K].T (+ bias), a and b any strides,
-// on the faster of two engines that torch ships, chosen per shape by measurement:
+// on the fastest of three engines, chosen per shape by measurement:
 //   - MKL (at::addmm / at::mm), what eager F.linear runs;
 //   - oneDNN's inner product (torch's mkldnn::_linear_pointwise op, reached through the
-//     dispatcher: no new dependency; absent or disabled -> MKL only). On AVX-512 Xeons it runs
+//     dispatcher: no new dependency; absent or disabled -> not used). On AVX-512 Xeons it runs
 //     up to 2x MKL's float32 FLOP rate (issue 10), but costs ~10 us more per call and loses at
-//     some small and skinny shapes, so neither engine wins everywhere.
-// The rule: shapes with fewer than kCalibrateMinMacs multiply-adds go to MKL (oneDNN's fixed
-// cost per call is larger than the whole GEMM there); for the others, the first call of each
-// (M, N, K, dtype, strides, bias, threads) times both engines on its own data (best of
+//     some small and skinny shapes;
+//   - initkit's own AVX-512 float32 kernel (dense_kernel.h: packed panels, a 6x32 register
+//     tile), which wins where the other two spend more on fixed per-call costs than on FLOPs.
+// No engine wins everywhere. The rule: shapes with fewer than kCalibrateMinMacs multiply-adds go
+// to MKL (oneDNN's fixed cost per call is larger than the whole GEMM there); for the others, the
+// first call of each (M, N, K, dtype, strides, bias, threads) times every usable engine on its own data (best of
 // kCalibrationRuns after a warm-up; one run each above kQuickCalibrationMacs, where one GEMM
 // takes milliseconds and the warm-up is noise), keeps the winner for the process and returns
 // the winner's result. Measured, not guessed: which engine wins depends on the shape, the
 // operand strides (backward passes transposed views) and the CPU, and differs between forward
-// and backward at the same layer size (issue 10). INITKIT_CPU_GEMM=mkl or =onednn pins one engine (e.g. for
-// bit-identical results across processes: the engines round differently).
+// and backward at the same layer size (issue 10). INITKIT_CPU_GEMM=mkl, =onednn or =initkit pins one
+// engine where it can run (e.g. for bit-identical results across processes: the engines round
+// differently).
 //
 // No ReLU post-op: oneDNN's eltwise ReLU maps NaN to 0 (F.relu keeps NaN), so the caller clamps.
 //
 // Packed weights (inference): when the caller allows it (PackWeightsGuard, set by the autograd
-// layer only when no graph is recorded), b is reordered once into oneDNN's blocked layout
-// (mkldnn::_reorder_linear_weight) and reused while its TensorImpl, data pointer and version
+// layer only when no graph is recorded), b is reordered once into the engine's layout (oneDNN's
+// blocked layout by mkldnn::_reorder_linear_weight, or initkit's panels) and reused while its TensorImpl, data pointer and version
 // counter are unchanged; a changed weight repacks. Memory: one extra copy of each packed weight
 // (same dtype and size, plus oneDNN's block padding) for as long as the weight lives (entries
 // hold weak references; at most kMaxPacked are kept). A write that bypasses the version counter
@@ -30,6 +33,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -41,6 +45,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dense_kernel.h"
+
 namespace initkit {
 namespace cpu {
 
@@ -49,7 +55,8 @@ constexpr int64_t kQuickCalibrationMacs = int64_t(1) << 30;
 constexpr int kCalibrationRuns = 3;
 constexpr size_t kMaxPacked = 256;
 
-enum class Engine : uint8_t { kMkl, kOneDnn };
+enum class Engine : uint8_t { kMkl, kOneDnn, kOwn };
+constexpr int kEngines = 3;
 
 // Set while the autograd layer runs an op without recording a graph: weights may be packed.
 inline bool& pack_weights_allowed() {
@@ -100,6 +107,7 @@ inline std::optional<Engine> pinned_engine() {
     if (env == nullptr) return std::nullopt;
     if (std::strcmp(env, "mkl") == 0) return Engine::kMkl;
     if (std::strcmp(env, "onednn") == 0) return Engine::kOneDnn;
+    if (std::strcmp(env, "initkit") == 0) return Engine::kOwn;
     return std::nullopt;
   }();
   return pinned;
@@ -115,6 +123,7 @@ inline bool onednn_usable(const at::Tensor& a, const at::Tensor& b) {
 
 struct PackedWeight {
   c10::weak_intrusive_ptr<c10::TensorImpl> owner;
+  Engine engine;
   const void* data;
   int64_t version;
   at::Tensor packed;
@@ -130,9 +139,11 @@ inline std::vector<PackedWeight>& pack_cache() {
   return cache;
 }
 
-// The packed form of weight b [N, K], or an undefined tensor when b cannot be tracked.
-inline at::Tensor packed_weight(const at::Tensor& b, int64_t batch) {
-  if (!pack_weights_allowed() || !reorder_weight_op().has_value() || b.is_inference() || !b.is_contiguous()) return {};
+// The packed form of weight b [N, K] for `engine` (made by pack(b)), or an undefined tensor when b
+// cannot be tracked.
+template <typename Pack>
+at::Tensor packed_weight(const at::Tensor& b, Engine engine, Pack pack) {
+  if (!pack_weights_allowed() || b.is_inference() || !b.is_contiguous()) return {};
   const int64_t version = b._version();
   const void* data = b.data_ptr();
   std::lock_guard<std::mutex> lock(pack_mutex());
@@ -142,32 +153,52 @@ inline at::Tensor packed_weight(const at::Tensor& b, int64_t batch) {
       it = cache.erase(it);
       continue;
     }
-    if (it->owner._unsafe_get_target() == b.unsafeGetTensorImpl()) {
+    if (it->owner._unsafe_get_target() == b.unsafeGetTensorImpl() && it->engine == engine) {
       if (it->data == data && it->version == version && it->packed.scalar_type() == b.scalar_type()) return it->packed;
       it = cache.erase(it);  // the weight changed: repack below
       continue;
     }
     ++it;
   }
-  at::Tensor packed = reorder_weight_op()->call(b, batch);
+  at::Tensor packed = pack(b);
   if (cache.size() >= kMaxPacked) cache.erase(cache.begin());
-  cache.push_back({c10::weak_intrusive_ptr<c10::TensorImpl>(b.getIntrusivePtr()), data, version, packed});
+  cache.push_back({c10::weak_intrusive_ptr<c10::TensorImpl>(b.getIntrusivePtr()), engine, data, version, packed});
   return packed;
 }
 
-// ---- the two engines --------------------------------------------------------------------------
+// ---- the three engines ------------------------------------------------------------------------
 
 inline at::Tensor gemm_mkl(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
   return bias.has_value() && bias->defined() ? at::addmm(*bias, a, b.t()) : at::mm(a, b.t());
 }
 
 inline at::Tensor gemm_onednn(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
-  const at::Tensor packed = packed_weight(b, a.size(0));
+  const at::Tensor packed = reorder_weight_op().has_value() ? packed_weight(b, Engine::kOneDnn, [&](const at::Tensor& w) {
+    return reorder_weight_op()->call(w, a.size(0));
+  }) : at::Tensor();
   return linear_pointwise_op()->call(a, packed.defined() ? packed : b, bias, "none", {std::nullopt}, std::nullopt);
 }
 
+inline at::Tensor gemm_own(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+  at::Tensor panels = packed_weight(b, Engine::kOwn, pack_gemm_panels);
+  if (!panels.defined()) panels = pack_gemm_panels(b);
+  return own_gemm(a, panels, b.size(0), bias);
+}
+
 inline at::Tensor gemm_with(Engine engine, const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
-  return engine == Engine::kOneDnn ? gemm_onednn(a, b, bias) : gemm_mkl(a, b, bias);
+  switch (engine) {
+    case Engine::kOneDnn: return gemm_onednn(a, b, bias);
+    case Engine::kOwn: return gemm_own(a, b, bias);
+    default: return gemm_mkl(a, b, bias);
+  }
+}
+
+inline bool engine_usable(Engine engine, const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+  switch (engine) {
+    case Engine::kOneDnn: return onednn_usable(a, b);
+    case Engine::kOwn: return own_gemm_usable(a, b, bias);
+    default: return true;
+  }
 }
 
 // ---- the per-shape choice ------------------------------------------------------------------
@@ -196,8 +227,11 @@ inline std::unordered_map<GemmKey, Engine, GemmKeyHash>& choices() {
 
 // c = a @ b.T (+ bias) on the chosen engine; contiguous [M, N] output.
 inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
-  if (!onednn_usable(a, b)) return gemm_mkl(a, b, bias);
-  if (const auto pinned = pinned_engine()) return gemm_with(*pinned, a, b, bias);
+  bool usable[kEngines];
+  int candidates = 0;
+  for (int e = 0; e < kEngines; ++e) candidates += usable[e] = engine_usable(static_cast<Engine>(e), a, b, bias);
+  if (candidates == 1) return gemm_mkl(a, b, bias);
+  if (const auto pinned = pinned_engine()) return gemm_with(usable[static_cast<int>(*pinned)] ? *pinned : Engine::kMkl, a, b, bias);
   const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
   const double macs = static_cast<double>(m) * n * k;
   if (macs < kCalibrateMinMacs) return gemm_mkl(a, b, bias);
@@ -209,20 +243,22 @@ inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::o
     if (it != choices().end()) return gemm_with(it->second, a, b, bias);
   }
   // Calibrate on this call's own data: alternate the engines, keep each one's best time.
-  double best[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
-  at::Tensor result[2];
+  double best[kEngines];
+  std::fill(best, best + kEngines, std::numeric_limits<double>::infinity());
+  at::Tensor result[kEngines];
   const bool quick = macs > kQuickCalibrationMacs;
   const int first_timed = quick ? 0 : 1;  // run 0 warms up (oneDNN creates its primitive)
   const int runs = quick ? 1 : kCalibrationRuns + 1;
   for (int run = 0; run < runs; ++run) {
-    for (int e = 0; e < 2; ++e) {
+    for (int e = 0; e < kEngines; ++e) {
+      if (!usable[e]) continue;
       const auto start = std::chrono::steady_clock::now();
       result[e] = gemm_with(static_cast<Engine>(e), a, b, bias);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (run >= first_timed && seconds < best[e]) best[e] = seconds;
     }
   }
-  const Engine winner = best[1] < best[0] ? Engine::kOneDnn : Engine::kMkl;
+  const Engine winner = static_cast<Engine>(std::min_element(best, best + kEngines) - best);
   {
     std::lock_guard<std::mutex> lock(choice_mutex());
     choices().emplace(key, winner);

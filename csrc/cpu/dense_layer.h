@@ -4,7 +4,8 @@
 // Forward: one output allocation and no separate bias pass:
 //   - tiny layers (few multiply-adds, contiguous float/double): a direct loop with bias and ReLU
 //     fused per element; the cost of one BLAS call (dispatch, checks, bias copy) is larger than
-//     the arithmetic;
+//     the arithmetic. Single rows in inference go to initkit's own kernel instead (dense_kernel.h),
+//     whose packed weight panels are cached;
 //   - otherwise the GEMM with the bias on the engine dense_gemm.h picks for the shape (MKL or
 //     oneDNN), then an in-place, vectorized, parallel clamp that keeps NaN (oneDNN's ReLU
 //     post-op does not). Clamping by row blocks right after each block's GEMM (to catch the
@@ -106,7 +107,15 @@ inline at::Tensor dense_layer(const at::Tensor& x, const at::Tensor& w, const st
   const bool has_bias = b.has_value() && b->defined();
   const auto dtype = x.scalar_type();
   const int64_t macs = rows * outs * ins;
-  const bool tiny = macs <= kTinyMacs || (rows == 1 && macs <= kTinyRowMacs);
+  const bool gemv = rows == 1 && macs > kTinyMacs && macs <= kTinyRowMacs;
+  if (gemv && pack_weights_allowed() && w.is_contiguous() && own_gemm_usable(x, w, b)) {
+    // Inference GEMV: the cached panels stream at load speed, about 4x the dot-product loop below
+    // (which reduces a vector of partial sums per output).
+    at::Tensor out = gemm_own(x, w, b);
+    if (relu) relu_inplace(out);
+    return out;
+  }
+  const bool tiny = macs <= kTinyMacs || gemv;
   if (tiny && (dtype == at::kFloat || dtype == at::kDouble) && is_dense_rows(x) && w.is_contiguous() &&
       (!has_bias || b->is_contiguous())) {
     at::Tensor out = at::empty({rows, outs}, x.options());

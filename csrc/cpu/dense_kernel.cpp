@@ -1,0 +1,153 @@
+// initkit's own float32 GEMM (see dense_kernel.h). Only the functions marked INITKIT_AVX512 use
+// AVX-512 instructions; they run only where own_gemm_available() said yes.
+#include "dense_kernel.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define INITKIT_HAVE_AVX512_KERNEL 1
+#include <immintrin.h>
+#define INITKIT_AVX512 __attribute__((target("avx512f")))
+#endif
+
+namespace initkit {
+namespace cpu {
+namespace {
+
+constexpr int64_t kPanel = 32;       // rows of b per panel: two AVX-512 registers of floats
+constexpr int64_t kTileRows = 6;     // rows of a per register tile (12 accumulators)
+constexpr int64_t kRowBlock = 48;    // rows of a per task: 8 tiles against one panel
+constexpr int64_t kPackChunk = 64;   // k values per transposed chunk while packing (8 KiB, in L1)
+constexpr int64_t kSerialMacs = int64_t(1) << 17;  // below this a second thread costs more than it saves
+
+#ifdef INITKIT_HAVE_AVX512_KERNEL
+
+// c[r, 0..32) = sum_k a[r, k] * panel[k, 0..32) + bias, for MR rows; masks cut the last panel at N.
+template <int MR>
+INITKIT_AVX512 void tile(const float* a, int64_t lda, const float* panel, int64_t k_size, const float* bias,
+                         float* c, int64_t ldc, __mmask16 mask0, __mmask16 mask1) {
+  const __m512 bias0 = bias != nullptr ? _mm512_maskz_loadu_ps(mask0, bias) : _mm512_setzero_ps();
+  const __m512 bias1 = bias != nullptr ? _mm512_maskz_loadu_ps(mask1, bias + 16) : _mm512_setzero_ps();
+  __m512 acc0[MR], acc1[MR];
+  for (int r = 0; r < MR; ++r) acc0[r] = bias0, acc1[r] = bias1;
+  for (int64_t k = 0; k < k_size; ++k) {
+    const __m512 b0 = _mm512_load_ps(panel + k * kPanel);
+    const __m512 b1 = _mm512_load_ps(panel + k * kPanel + 16);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 x = _mm512_set1_ps(a[r * lda + k]);
+      acc0[r] = _mm512_fmadd_ps(x, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(x, b1, acc1[r]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    _mm512_mask_storeu_ps(c + r * ldc, mask0, acc0[r]);
+    _mm512_mask_storeu_ps(c + r * ldc + 16, mask1, acc1[r]);
+  }
+}
+
+INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t lda, const float* panel, int64_t k_size,
+                              const float* bias, float* c, int64_t ldc, __mmask16 mask0, __mmask16 mask1) {
+  int64_t r = 0;
+  for (; r + kTileRows <= rows; r += kTileRows)
+    tile<kTileRows>(a + r * lda, lda, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+  const float* ar = a + r * lda;
+  float* cr = c + r * ldc;
+  switch (rows - r) {
+    case 5: tile<5>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 4: tile<4>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 3: tile<3>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 2: tile<2>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 1: tile<1>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    default: break;
+  }
+}
+
+__mmask16 lane_mask(int64_t valid) {
+  return valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
+}
+
+#endif  // INITKIT_HAVE_AVX512_KERNEL
+
+// Panel p of b (rows 32p .. 32p + 31), k-major. Unit stride along n copies 32 values per k;
+// unit stride along k is transposed in chunks of kPackChunk k so the writes stay in L1.
+void pack_panel(const float* b, int64_t n_size, int64_t k_size, int64_t sn, int64_t sk, int64_t p, float* out) {
+  const int64_t n0 = p * kPanel, valid = std::min(kPanel, n_size - n0);
+  if (valid < kPanel) std::fill(out, out + k_size * kPanel, 0.0f);
+  if (sn == 1) {
+    for (int64_t k = 0; k < k_size; ++k) std::copy_n(b + n0 + k * sk, valid, out + k * kPanel);
+    return;
+  }
+  for (int64_t k0 = 0; k0 < k_size; k0 += kPackChunk) {
+    const int64_t k1 = std::min(k_size, k0 + kPackChunk);
+    for (int64_t j = 0; j < valid; ++j) {
+      const float* row = b + (n0 + j) * sn;
+      for (int64_t k = k0; k < k1; ++k) out[k * kPanel + j] = row[k * sk];
+    }
+  }
+}
+
+}  // namespace
+
+bool own_gemm_available() {
+#ifdef INITKIT_HAVE_AVX512_KERNEL
+  static const bool available = __builtin_cpu_supports("avx512f");
+  return available;
+#else
+  return false;
+#endif
+}
+
+bool own_gemm_usable(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+  const bool has_bias = bias.has_value() && bias->defined();
+  return own_gemm_available() && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.dim() == 2 &&
+         b.dim() == 2 && a.size(0) > 0 && a.size(1) > 0 && b.size(0) > 0 && (a.stride(1) == 1 || a.size(1) == 1) &&
+         (!has_bias || (bias->scalar_type() == at::kFloat && bias->is_contiguous()));
+}
+
+at::Tensor pack_gemm_panels(const at::Tensor& b) {
+  const int64_t n_size = b.size(0), k_size = b.size(1), panels = (n_size + kPanel - 1) / kPanel;
+  at::Tensor out = at::empty({panels, k_size, kPanel}, b.options());  // 64-byte aligned (CPU allocator)
+  const float* src = b.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t sn = b.stride(0), sk = b.stride(1);
+  const int64_t grain = std::max<int64_t>(1, kSerialMacs / std::max<int64_t>(1, k_size * kPanel * 8));
+  at::parallel_for(0, panels, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) pack_panel(src, n_size, k_size, sn, sk, p, dst + p * k_size * kPanel);
+  });
+  return out;
+}
+
+at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, const std::optional<at::Tensor>& bias) {
+  const int64_t m = a.size(0), k_size = a.size(1), panel_count = panels.size(0);
+  at::Tensor c = at::empty({m, n}, a.options().memory_format(at::MemoryFormat::Contiguous));
+#ifdef INITKIT_HAVE_AVX512_KERNEL
+  TORCH_CHECK(own_gemm_available() && panels.size(1) == k_size && panel_count * kPanel >= n,
+              "initkit: own_gemm called without AVX-512 or with mismatched panels");
+  const float* a_data = a.data_ptr<float>();
+  const int64_t lda = m > 1 ? a.stride(0) : k_size;
+  const float* p_data = panels.data_ptr<float>();
+  const float* bias_data = bias.has_value() && bias->defined() ? bias->data_ptr<float>() : nullptr;
+  float* c_data = c.data_ptr<float>();
+  // Tasks: (panel, block of kRowBlock rows), panel-major so one thread keeps its panel in cache.
+  const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock, tasks = panel_count * row_blocks;
+  const int64_t task_macs = std::min(m, kRowBlock) * kPanel * k_size;
+  const int64_t grain = std::max<int64_t>(1, kSerialMacs / task_macs);
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t p = t / row_blocks, r0 = (t % row_blocks) * kRowBlock;
+      const int64_t n0 = p * kPanel;
+      tile_rows(std::min(kRowBlock, m - r0), a_data + r0 * lda, lda, p_data + p * k_size * kPanel, k_size,
+                bias_data != nullptr ? bias_data + n0 : nullptr, c_data + r0 * n + n0, n, lane_mask(n - n0),
+                lane_mask(n - n0 - 16));
+    }
+  });
+#else
+  TORCH_CHECK(false, "initkit: own_gemm is not built for this CPU architecture");
+#endif
+  return c;
+}
+
+}  // namespace cpu
+}  // namespace initkit

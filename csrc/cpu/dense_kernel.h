@@ -1,0 +1,32 @@
+// initkit's own float32 GEMM for AVX-512 CPUs, the third engine of dense_gemm.h:
+//   c [M, N] = a [M, K] @ b [N, K].T (+ bias).
+// b is first packed into panels of 32 of its rows, k-major (panel p holds b[32p + j, k] at
+// [p][k][j], zero-padded past N); a 6x32 register tile then accumulates 6 rows of a against one
+// panel (12 AVX-512 accumulators, two panel loads and six broadcasts per k). Small and medium
+// layers are where it pays: MKL and oneDNN spend fixed costs per call (threading, primitive
+// lookup) that are as large as the arithmetic at 64x256x256, and inference reuses the packed
+// panels while the weight is unchanged (dense_gemm.h's pack cache). Results round like any
+// blocked GEMM (k summed in order, per output), not bit-identically to MKL or oneDNN.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace initkit {
+namespace cpu {
+
+// Whether this CPU runs the kernel (AVX-512F; checked once at run time, so a default build
+// still runs on any x86-64).
+bool own_gemm_available();
+
+// Whether own_gemm takes these operands: float32, a with unit stride along K, bias contiguous.
+bool own_gemm_usable(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias);
+
+// b [N, K] float32, any strides -> the panels [ceil(N / 32), K, 32].
+at::Tensor pack_gemm_panels(const at::Tensor& b);
+
+// a [M, K] @ (panels of b [n, K]).T + bias -> contiguous [M, n].
+at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, const std::optional<at::Tensor>& bias);
+
+}  // namespace cpu
+}  // namespace initkit
