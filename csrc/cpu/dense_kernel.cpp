@@ -26,7 +26,7 @@ constexpr int64_t kSerialMacs = int64_t(1) << 17;  // below this a second thread
 
 // c[r, 0..32) = sum_k a[r, k] * panel[k, 0..32) + bias, for MR rows; masks cut the last panel at N.
 template <int MR>
-INITKIT_AVX512 void tile(const float* a, int64_t lda, const float* panel, int64_t k_size, const float* bias,
+INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* panel, int64_t k_size, const float* bias,
                          float* c, int64_t ldc, __mmask16 mask0, __mmask16 mask1) {
   const __m512 bias0 = bias != nullptr ? _mm512_maskz_loadu_ps(mask0, bias) : _mm512_setzero_ps();
   const __m512 bias1 = bias != nullptr ? _mm512_maskz_loadu_ps(mask1, bias + 16) : _mm512_setzero_ps();
@@ -36,7 +36,7 @@ INITKIT_AVX512 void tile(const float* a, int64_t lda, const float* panel, int64_
     const __m512 b0 = _mm512_load_ps(panel + k * kPanel);
     const __m512 b1 = _mm512_load_ps(panel + k * kPanel + 16);
     for (int r = 0; r < MR; ++r) {
-      const __m512 x = _mm512_set1_ps(a[r * lda + k]);
+      const __m512 x = _mm512_set1_ps(a[r * sr + k * sk]);
       acc0[r] = _mm512_fmadd_ps(x, b0, acc0[r]);
       acc1[r] = _mm512_fmadd_ps(x, b1, acc1[r]);
     }
@@ -47,19 +47,22 @@ INITKIT_AVX512 void tile(const float* a, int64_t lda, const float* panel, int64_
   }
 }
 
-INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t lda, const float* panel, int64_t k_size,
-                              const float* bias, float* c, int64_t ldc, __mmask16 mask0, __mmask16 mask1) {
+// a[r, k] is at a + r * sr + k * sk: any strides (the backward's transposed operands included;
+// the broadcasts are scalar loads either way).
+INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel,
+                              int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
+                              __mmask16 mask1) {
   int64_t r = 0;
   for (; r + kTileRows <= rows; r += kTileRows)
-    tile<kTileRows>(a + r * lda, lda, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
-  const float* ar = a + r * lda;
+    tile<kTileRows>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+  const float* ar = a + r * sr;
   float* cr = c + r * ldc;
   switch (rows - r) {
-    case 5: tile<5>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 4: tile<4>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 3: tile<3>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 2: tile<2>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 1: tile<1>(ar, lda, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 5: tile<5>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 4: tile<4>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 3: tile<3>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 2: tile<2>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 1: tile<1>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
     default: break;
   }
 }
@@ -102,7 +105,7 @@ bool own_gemm_available() {
 bool own_gemm_usable(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
   const bool has_bias = bias.has_value() && bias->defined();
   return own_gemm_available() && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.dim() == 2 &&
-         b.dim() == 2 && a.size(0) > 0 && a.size(1) > 0 && b.size(0) > 0 && (a.stride(1) == 1 || a.size(1) == 1) &&
+         b.dim() == 2 && a.size(0) > 0 && a.size(1) > 0 && b.size(0) > 0 &&
          (!has_bias || (bias->scalar_type() == at::kFloat && bias->is_contiguous()));
 }
 
@@ -126,7 +129,7 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
   TORCH_CHECK(own_gemm_available() && panels.size(1) == k_size && panel_count * kPanel >= n,
               "initkit: own_gemm called without AVX-512 or with mismatched panels");
   const float* a_data = a.data_ptr<float>();
-  const int64_t lda = m > 1 ? a.stride(0) : k_size;
+  const int64_t sr = a.stride(0), sk = a.stride(1);
   const float* p_data = panels.data_ptr<float>();
   const float* bias_data = bias.has_value() && bias->defined() ? bias->data_ptr<float>() : nullptr;
   float* c_data = c.data_ptr<float>();
@@ -138,7 +141,7 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p = t / row_blocks, r0 = (t % row_blocks) * kRowBlock;
       const int64_t n0 = p * kPanel;
-      tile_rows(std::min(kRowBlock, m - r0), a_data + r0 * lda, lda, p_data + p * k_size * kPanel, k_size,
+      tile_rows(std::min(kRowBlock, m - r0), a_data + r0 * sr, sr, sk, p_data + p * k_size * kPanel, k_size,
                 bias_data != nullptr ? bias_data + n0 : nullptr, c_data + r0 * n + n0, n, lane_mask(n - n0),
                 lane_mask(n - n0 - 16));
     }

@@ -19,7 +19,7 @@ namespace cpu {
 // still runs on any x86-64).
 bool own_gemm_available();
 
-// Whether own_gemm takes these operands: float32, a with unit stride along K, bias contiguous.
+// Whether own_gemm takes these operands: float32 a and b (any strides), bias contiguous.
 bool own_gemm_usable(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias);
 
 // b [N, K] float32, any strides -> the panels [ceil(N / 32), K, 32].
