@@ -18,7 +18,8 @@
 // engine where it can run (e.g. for bit-identical results across processes: the engines round
 // differently).
 //
-// No ReLU post-op: oneDNN's eltwise ReLU maps NaN to 0 (F.relu keeps NaN), so the caller clamps.
+// No oneDNN ReLU post-op: its eltwise ReLU maps NaN to 0 (F.relu keeps NaN), so MKL's and oneDNN's
+// outputs are clamped after the GEMM; initkit's kernel clamps in its stores.
 //
 // Packed weights (inference): when the caller allows it (PackWeightsGuard, set by the autograd
 // layer only when no graph is recorded), b is reordered once into the engine's layout (oneDNN's
@@ -46,6 +47,7 @@
 #include <vector>
 
 #include "dense_kernel.h"
+#include "multiversion.h"
 
 namespace initkit {
 namespace cpu {
@@ -166,30 +168,62 @@ at::Tensor packed_weight(const at::Tensor& b, Engine engine, Pack pack) {
   return packed;
 }
 
-// ---- the three engines ------------------------------------------------------------------------
+// ---- the ReLU epilogue of MKL and oneDNN ------------------------------------------------------
 
-inline at::Tensor gemm_mkl(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
-  return bias.has_value() && bias->defined() ? at::addmm(*bias, a, b.t()) : at::mm(a, b.t());
+constexpr int64_t kReluGrain = 32768;  // elements per task of the clamp
+
+// max(v, 0) in place over n contiguous values; NaN stays NaN. The store is unconditional so the
+// loop vectorizes (a conditional store stays a mispredicted branch per element).
+
+INITKIT_MULTIVERSION inline void relu_span(float* data, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0f ? 0.0f : data[i];
 }
 
-inline at::Tensor gemm_onednn(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+INITKIT_MULTIVERSION inline void relu_span(double* data, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0 ? 0.0 : data[i];
+}
+
+inline void relu_inplace(at::Tensor& t) {
+  if (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) {
+    t.relu_();  // ATen's vectorized 16-bit ReLU (also keeps NaN); the scalar loop converts per element
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "initkit_relu_cpu", [&] {
+    scalar_t* const data = t.data_ptr<scalar_t>();
+    at::parallel_for(0, t.numel(), kReluGrain,
+                     [data](int64_t begin, int64_t end) { relu_span(data + begin, end - begin); });
+  });
+}
+
+// ---- the three engines ------------------------------------------------------------------------
+
+inline at::Tensor gemm_mkl(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias, bool relu) {
+  at::Tensor out = bias.has_value() && bias->defined() ? at::addmm(*bias, a, b.t()) : at::mm(a, b.t());
+  if (relu) relu_inplace(out);
+  return out;
+}
+
+inline at::Tensor gemm_onednn(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias, bool relu) {
   const at::Tensor packed = reorder_weight_op().has_value() ? packed_weight(b, Engine::kOneDnn, [&](const at::Tensor& w) {
     return reorder_weight_op()->call(w, a.size(0));
   }) : at::Tensor();
-  return linear_pointwise_op()->call(a, packed.defined() ? packed : b, bias, "none", {std::nullopt}, std::nullopt);
+  at::Tensor out = linear_pointwise_op()->call(a, packed.defined() ? packed : b, bias, "none", {std::nullopt}, std::nullopt);
+  if (relu) relu_inplace(out);
+  return out;
 }
 
-inline at::Tensor gemm_own(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+inline at::Tensor gemm_own(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias, bool relu) {
   at::Tensor panels = packed_weight(b, Engine::kOwn, pack_gemm_panels);
   if (!panels.defined()) panels = pack_gemm_panels(b);
-  return own_gemm(a, panels, b.size(0), bias);
+  return own_gemm(a, panels, b.size(0), bias, relu);
 }
 
-inline at::Tensor gemm_with(Engine engine, const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+inline at::Tensor gemm_with(Engine engine, const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias,
+                            bool relu) {
   switch (engine) {
-    case Engine::kOneDnn: return gemm_onednn(a, b, bias);
-    case Engine::kOwn: return gemm_own(a, b, bias);
-    default: return gemm_mkl(a, b, bias);
+    case Engine::kOneDnn: return gemm_onednn(a, b, bias, relu);
+    case Engine::kOwn: return gemm_own(a, b, bias, relu);
+    default: return gemm_mkl(a, b, bias, relu);
   }
 }
 
@@ -225,22 +259,22 @@ inline std::unordered_map<GemmKey, Engine, GemmKeyHash>& choices() {
   return table;
 }
 
-// c = a @ b.T (+ bias) on the chosen engine; contiguous [M, N] output.
-inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
+// c = relu?(a @ b.T (+ bias)) on the chosen engine; contiguous [M, N] output.
+inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias, bool relu) {
   bool usable[kEngines];
   int candidates = 0;
   for (int e = 0; e < kEngines; ++e) candidates += usable[e] = engine_usable(static_cast<Engine>(e), a, b, bias);
-  if (candidates == 1) return gemm_mkl(a, b, bias);
-  if (const auto pinned = pinned_engine()) return gemm_with(usable[static_cast<int>(*pinned)] ? *pinned : Engine::kMkl, a, b, bias);
+  if (candidates == 1) return gemm_mkl(a, b, bias, relu);
+  if (const auto pinned = pinned_engine()) return gemm_with(usable[static_cast<int>(*pinned)] ? *pinned : Engine::kMkl, a, b, bias, relu);
   const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
   const double macs = static_cast<double>(m) * n * k;
-  if (macs < kCalibrateMinMacs) return gemm_mkl(a, b, bias);
+  if (macs < kCalibrateMinMacs) return gemm_mkl(a, b, bias, relu);
   const GemmKey key{m, n, k, static_cast<int>(a.scalar_type()), a.is_contiguous(), b.is_contiguous(),
                     bias.has_value() && bias->defined(), at::get_num_threads()};
   {
     std::lock_guard<std::mutex> lock(choice_mutex());
     const auto it = choices().find(key);
-    if (it != choices().end()) return gemm_with(it->second, a, b, bias);
+    if (it != choices().end()) return gemm_with(it->second, a, b, bias, relu);
   }
   // Calibrate on this call's own data: alternate the engines, keep each one's best time.
   double best[kEngines];
@@ -253,7 +287,7 @@ inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::o
     for (int e = 0; e < kEngines; ++e) {
       if (!usable[e]) continue;
       const auto start = std::chrono::steady_clock::now();
-      result[e] = gemm_with(static_cast<Engine>(e), a, b, bias);
+      result[e] = gemm_with(static_cast<Engine>(e), a, b, bias, relu);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (run >= first_timed && seconds < best[e]) best[e] = seconds;
     }
@@ -268,7 +302,7 @@ inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::o
 
 // a [M, K] @ b [N, K].T on any device: the engine choice above on CPU, at::mm elsewhere.
 inline at::Tensor mm_nt(const at::Tensor& a, const at::Tensor& b) {
-  return a.is_cpu() ? gemm_nt(a, b, std::nullopt) : at::mm(a, b.t());
+  return a.is_cpu() ? gemm_nt(a, b, std::nullopt, /*relu=*/false) : at::mm(a, b.t());
 }
 
 }  // namespace cpu

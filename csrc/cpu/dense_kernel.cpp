@@ -24,8 +24,9 @@ constexpr int64_t kSerialMacs = int64_t(1) << 17;  // below this a second thread
 
 #ifdef INITKIT_HAVE_AVX512_KERNEL
 
-// c[r, 0..32) = sum_k a[r, k] * panel[k, 0..32) + bias, for MR rows; masks cut the last panel at N.
-template <int MR>
+// c[r, 0..32) = relu?(sum_k a[r, k] * panel[k, 0..32) + bias), for MR rows; masks cut the last panel
+// at N. max(0, x) as vmaxps(0, x) returns x when x is NaN (the second operand), and keeps -0.0.
+template <int MR, bool kRelu>
 INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* panel, int64_t k_size, const float* bias,
                          float* c, int64_t ldc, __mmask16 mask0, __mmask16 mask1) {
   const __m512 bias0 = bias != nullptr ? _mm512_maskz_loadu_ps(mask0, bias) : _mm512_setzero_ps();
@@ -41,6 +42,10 @@ INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* pa
       acc1[r] = _mm512_fmadd_ps(x, b1, acc1[r]);
     }
   }
+  if constexpr (kRelu) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < MR; ++r) acc0[r] = _mm512_max_ps(zero, acc0[r]), acc1[r] = _mm512_max_ps(zero, acc1[r]);
+  }
   for (int r = 0; r < MR; ++r) {
     _mm512_mask_storeu_ps(c + r * ldc, mask0, acc0[r]);
     _mm512_mask_storeu_ps(c + r * ldc + 16, mask1, acc1[r]);
@@ -49,20 +54,21 @@ INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* pa
 
 // a[r, k] is at a + r * sr + k * sk: any strides (the backward's transposed operands included;
 // the broadcasts are scalar loads either way).
+template <bool kRelu>
 INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel,
                               int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
                               __mmask16 mask1) {
   int64_t r = 0;
   for (; r + kTileRows <= rows; r += kTileRows)
-    tile<kTileRows>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+    tile<kTileRows, kRelu>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
   const float* ar = a + r * sr;
   float* cr = c + r * ldc;
   switch (rows - r) {
-    case 5: tile<5>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 4: tile<4>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 3: tile<3>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 2: tile<2>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 1: tile<1>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 5: tile<5, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 4: tile<4, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 3: tile<3, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 2: tile<2, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 1: tile<1, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
     default: break;
   }
 }
@@ -122,7 +128,8 @@ at::Tensor pack_gemm_panels(const at::Tensor& b) {
   return out;
 }
 
-at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, const std::optional<at::Tensor>& bias) {
+at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, const std::optional<at::Tensor>& bias,
+                    bool relu) {
   const int64_t m = a.size(0), k_size = a.size(1), panel_count = panels.size(0);
   at::Tensor c = at::empty({m, n}, a.options().memory_format(at::MemoryFormat::Contiguous));
 #ifdef INITKIT_HAVE_AVX512_KERNEL
@@ -141,9 +148,16 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p = t / row_blocks, r0 = (t % row_blocks) * kRowBlock;
       const int64_t n0 = p * kPanel;
-      tile_rows(std::min(kRowBlock, m - r0), a_data + r0 * sr, sr, sk, p_data + p * k_size * kPanel, k_size,
-                bias_data != nullptr ? bias_data + n0 : nullptr, c_data + r0 * n + n0, n, lane_mask(n - n0),
-                lane_mask(n - n0 - 16));
+      const int64_t rows = std::min(kRowBlock, m - r0);
+      const float* panel = p_data + p * k_size * kPanel;
+      const float* bias_n0 = bias_data != nullptr ? bias_data + n0 : nullptr;
+      float* c_block = c_data + r0 * n + n0;
+      const __mmask16 mask0 = lane_mask(n - n0), mask1 = lane_mask(n - n0 - 16);
+      if (relu) {
+        tile_rows<true>(rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
+      } else {
+        tile_rows<false>(rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
+      }
     }
   });
 #else

@@ -25,8 +25,10 @@ bool own_gemm_usable(const at::Tensor& a, const at::Tensor& b, const std::option
 // b [N, K] float32, any strides -> the panels [ceil(N / 32), K, 32].
 at::Tensor pack_gemm_panels(const at::Tensor& b);
 
-// a [M, K] @ (panels of b [n, K]).T + bias -> contiguous [M, n].
-at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, const std::optional<at::Tensor>& bias);
+// relu?(a [M, K] @ (panels of b [n, K]).T + bias) -> contiguous [M, n]. The ReLU keeps NaN and -0.0,
+// as F.relu does.
+at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, const std::optional<at::Tensor>& bias,
+                    bool relu);
 
 }  // namespace cpu
 }  // namespace initkit

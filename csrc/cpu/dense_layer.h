@@ -6,9 +6,9 @@
 //     fused per element; the cost of one BLAS call (dispatch, checks, bias copy) is larger than
 //     the arithmetic. Single rows in inference go to initkit's own kernel instead (dense_kernel.h),
 //     whose packed weight panels are cached;
-//   - otherwise the GEMM with the bias on the engine dense_gemm.h picks for the shape (MKL or
-//     oneDNN), then an in-place, vectorized, parallel clamp that keeps NaN (oneDNN's ReLU
-//     post-op does not). Clamping by row blocks right after each block's GEMM (to catch the
+//   - otherwise the GEMM with the bias and the ReLU on the engine dense_gemm.h picks for the
+//     shape (MKL, oneDNN: then an in-place, vectorized, parallel clamp that keeps NaN, which
+//     oneDNN's ReLU post-op does not; initkit's own kernel clamps in its stores). Clamping by row blocks right after each block's GEMM (to catch the
 //     output in cache) was measured slower with MKL on 1 and 2 threads (5% and 20-40%: smaller
 //     GEMMs parallelize worse), and the clamp pass costs < 5% of the GEMM at every benchmarked
 //     shape, so the GEMM runs whole.
@@ -30,7 +30,6 @@ namespace cpu {
 // output is one long dot product, so the per-output horizontal sum is cheap next to it).
 constexpr int64_t kTinyMacs = 8192;
 constexpr int64_t kTinyRowMacs = 131072;
-constexpr int64_t kReluGrain = 32768;  // elements per task of the clamp
 
 // out[m, n] = relu?(dot(x[m, :], w[n, :]) + b[n]) for contiguous rows. kLanes independent
 // partial sums: they vectorize (one AVX-512 register of floats) and break the serial dependency.
@@ -77,29 +76,6 @@ inline bool is_dense_rows(const at::Tensor& t) {
   return t.stride(-1) == 1 && (t.dim() == 1 || t.size(0) <= 1 || t.stride(0) == t.size(1));
 }
 
-// max(v, 0) in place over n contiguous values; NaN stays NaN. The store is unconditional so the
-// loop vectorizes (a conditional store stays a mispredicted branch per element).
-
-INITKIT_MULTIVERSION inline void relu_span(float* data, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0f ? 0.0f : data[i];
-}
-
-INITKIT_MULTIVERSION inline void relu_span(double* data, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) data[i] = data[i] < 0.0 ? 0.0 : data[i];
-}
-
-inline void relu_inplace(at::Tensor& t) {
-  if (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) {
-    t.relu_();  // ATen's vectorized 16-bit ReLU (also keeps NaN); the scalar loop converts per element
-    return;
-  }
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "initkit_relu_cpu", [&] {
-    scalar_t* const data = t.data_ptr<scalar_t>();
-    at::parallel_for(0, t.numel(), kReluGrain,
-                     [data](int64_t begin, int64_t end) { relu_span(data + begin, end - begin); });
-  });
-}
-
 // [M, N] (contiguous) = relu?(x [M, K] @ w[N, K].T + b).
 inline at::Tensor dense_layer(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b, bool relu) {
   const int64_t rows = x.size(0), outs = w.size(0), ins = w.size(1);
@@ -111,9 +87,7 @@ inline at::Tensor dense_layer(const at::Tensor& x, const at::Tensor& w, const st
   if (gemv && pack_weights_allowed() && w.is_contiguous() && own_gemm_usable(x, w, b)) {
     // Inference GEMV: the cached panels stream at load speed, about 4x the dot-product loop below
     // (which reduces a vector of partial sums per output).
-    at::Tensor out = gemm_own(x, w, b);
-    if (relu) relu_inplace(out);
-    return out;
+    return gemm_own(x, w, b, relu);
   }
   const bool tiny = macs <= kTinyMacs || gemv;
   if (tiny && (dtype == at::kFloat || dtype == at::kDouble) && is_dense_rows(x) && w.is_contiguous() &&
@@ -125,9 +99,7 @@ inline at::Tensor dense_layer(const at::Tensor& x, const at::Tensor& w, const st
     });
     return out;
   }
-  at::Tensor out = gemm_nt(x, w, b);
-  if (relu) relu_inplace(out);
-  return out;
+  return gemm_nt(x, w, b, relu);
 }
 
 }  // namespace cpu
