@@ -34,7 +34,7 @@ INITKIT_HOST_DEVICE float unit_closed_open(uint32_t w) {
 // (0, 1] (curand's mapping): never 0, so log() and the inverse CDF stay finite; the
 // smallest value 2^-33 keeps small tail probabilities at full relative precision.
 INITKIT_HOST_DEVICE float unit_open_closed(uint32_t w) {
-  return static_cast<float>(w) * 0x1p-32f + 0x1p-33f;
+  return fmaf(static_cast<float>(w), 0x1p-32f, 0x1p-33f);  // the product is exact: as w * 2^-32 + 2^-33
 }
 // Double precision: 53 bits from two words.
 INITKIT_HOST_DEVICE double unit_closed_open(uint32_t hi, uint32_t lo) {
@@ -51,12 +51,11 @@ INITKIT_HOST_DEVICE double unit_open_closed(uint32_t hi, uint32_t lo) {
 // degree-9 polynomial; max error about 1 ulp). The polynomial runs on explicit fmaf: correctly
 // rounded on every CPU clone and on CUDA, so the bits still agree with contraction off.
 INITKIT_HOST_DEVICE float log_positive(float x) {
-  const uint32_t bits = float_bits(x);
-  int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 126;
-  float m = bits_float((bits & 0x007fffffu) | 0x3f000000u);  // in [0.5, 1)
-  const bool small = m < 0.70710678118654752f;
-  e = small ? e - 1 : e;
-  m = small ? (m + m) - 1.0f : m - 1.0f;
+  // x = 2^e (1 + m) with 1 + m in [sqrt(1/2), sqrt(2)): offsetting the bits by those of
+  // sqrt(1/2) (0x3f3504f3) puts the boundary between exponents exactly there (m is exact).
+  const uint32_t offset = float_bits(x) - 0x3f3504f3u;
+  const int32_t e = static_cast<int32_t>(offset) >> 23;
+  const float m = bits_float((offset & 0x007fffffu) + 0x3f3504f3u) - 1.0f;
   const float z = m * m;
   float y = 7.0376836292e-2f;
   y = fmaf(y, m, -1.1514610310e-1f);
