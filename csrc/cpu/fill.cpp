@@ -61,7 +61,7 @@ inline void consecutive_groups(uint64_t g0, uint64_t (&group)[kLanes]) {
 
 constexpr int64_t kBlockF32 = kLanes * 4;  // elements per block, 32-bit compute types
 constexpr int64_t kBlockF64 = kLanes * 2;  // elements per block, double
-constexpr int64_t kChunkBlocks = 64;       // blocks generated per call (the redraw batches span them)
+constexpr int64_t kChunkBlocks = 64;       // float blocks per chunk: the rejection redraws batch over one
 constexpr int64_t kChunkF32 = kChunkBlocks * kBlockF32;
 
 // Writes to pos the indices i < n (a multiple of 16) with out[i] outside [lo, hi]; returns their
@@ -202,7 +202,10 @@ void fill_blocks(const FillJob& job, int64_t block_begin, int64_t block_end) {
   constexpr int64_t kPerGroup = std::is_same_v<acc_t, double> ? 2 : 4;
   const int64_t numel = job.tensor.numel();
   scalar_t* const data = job.tensor.data_ptr<scalar_t>();
-  alignas(64) acc_t values[kChunkBlocks * kBlock];
+  // Float chunks of kChunkBlocks blocks (the rejection redraws batch over a chunk); double, which
+  // redraws per element, one block at a time.
+  constexpr int64_t kChunk = std::is_same_v<acc_t, double> ? 1 : kChunkBlocks;
+  alignas(64) acc_t values[kChunk * kBlock];
 
   // Logical range of this call, clipped to the tensor, as tensor-local indices.
   const int64_t first = std::max<int64_t>((job.first_block + block_begin) * kBlock - job.offset, 0);
@@ -210,8 +213,8 @@ void fill_blocks(const FillJob& job, int64_t block_begin, int64_t block_end) {
   std::optional<StridedCursor> cursor;
   if (!job.contiguous) cursor.emplace(job.tensor, first);
 
-  for (int64_t b = block_begin; b < block_end; b += kChunkBlocks) {  // a chunk of up to kChunkBlocks blocks
-    const int64_t n_blocks = std::min<int64_t>(kChunkBlocks, block_end - b);
+  for (int64_t b = block_begin; b < block_end; b += kChunk) {
+    const int64_t n_blocks = std::min<int64_t>(kChunk, block_end - b);
     const int64_t chunk_logical = (job.first_block + b) * kBlock;
     const int64_t lo = std::max<int64_t>(chunk_logical - job.offset, first);
     const int64_t hi = std::min<int64_t>(chunk_logical + n_blocks * kBlock - job.offset, last);
