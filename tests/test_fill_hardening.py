@@ -145,7 +145,9 @@ def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
 
 INF = float("inf")
 EXACT_GRID = [  # (mean, std, a, b): every algorithm make_sampler picks, and the cases the issue found
-    (0.0, 1.0, -2.0, 2.0),  # inverse CDF (torch's default)
+    (0.0, 1.0, -2.0, 2.0),  # normal rejection (torch's default, acceptance 0.954)
+    (0.0, 1.0, -1.3, 1.3),  # normal rejection near its threshold (acceptance 0.81)
+    (0.0, 1.0, -1.0, 1.5),  # inverse CDF, wide
     (0.0, 0.02, -2.0, 2.0),  # normal rejection, bounds at 100 std
     (0.0, 1.0, 3.0, 4.0),  # inverse CDF in the upper tail
     (0.0, 1.0, -8.0, -6.0),  # lower tail: exponential proposal in float

@@ -41,7 +41,9 @@ def test_normal_ks(backend):
 @pytest.mark.parametrize(
     "mean,std,a,b",
     [
-        (0.0, 1.0, -2.0, 2.0),  # the default
+        (0.0, 1.0, -2.0, 2.0),  # the default: by rejection (acceptance 0.954)
+        (0.0, 1.0, -1.3, 1.3),  # acceptance 0.81, just above the rejection threshold: many redraws
+        (0.0, 1.0, -1.0, 1.5),  # acceptance 0.77: the inverse CDF
         (0.5, 2.0, -1.0, 4.0),  # asymmetric
         (0.0, 1.0, 3.0, 4.0),  # both bounds in the upper tail
         (0.0, 1.0, -8.0, -6.0),  # deep lower tail: needs an exact inverse CDF, not a clamp

@@ -34,7 +34,7 @@ INITKIT_HOST_DEVICE float unit_closed_open(uint32_t w) {
 // (0, 1] (curand's mapping): never 0, so log() and the inverse CDF stay finite; the
 // smallest value 2^-33 keeps small tail probabilities at full relative precision.
 INITKIT_HOST_DEVICE float unit_open_closed(uint32_t w) {
-  return static_cast<float>(w) * 0x1p-32f + 0x1p-33f;
+  return fmaf(static_cast<float>(w), 0x1p-32f, 0x1p-33f);  // the product is exact: as w * 2^-32 + 2^-33
 }
 // Double precision: 53 bits from two words.
 INITKIT_HOST_DEVICE double unit_closed_open(uint32_t hi, uint32_t lo) {
@@ -48,52 +48,53 @@ INITKIT_HOST_DEVICE double unit_open_closed(uint32_t hi, uint32_t lo) {
 
 // ---- float math ------------------------------------------------------------------------
 // Natural log for normal positive floats (Cephes logf: range-reduce to [sqrt(1/2), sqrt(2)),
-// degree-9 polynomial; max error about 1 ulp).
+// degree-9 polynomial; max error about 1 ulp). The polynomial runs on explicit fmaf: correctly
+// rounded on every CPU clone and on CUDA, so the bits still agree with contraction off.
 INITKIT_HOST_DEVICE float log_positive(float x) {
-  const uint32_t bits = float_bits(x);
-  int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 126;
-  float m = bits_float((bits & 0x007fffffu) | 0x3f000000u);  // in [0.5, 1)
-  const bool small = m < 0.70710678118654752f;
-  e = small ? e - 1 : e;
-  m = small ? (m + m) - 1.0f : m - 1.0f;
+  // x = 2^e (1 + m) with 1 + m in [sqrt(1/2), sqrt(2)): offsetting the bits by those of
+  // sqrt(1/2) (0x3f3504f3) puts the boundary between exponents exactly there (m is exact).
+  const uint32_t offset = float_bits(x) - 0x3f3504f3u;
+  const int32_t e = static_cast<int32_t>(offset) >> 23;
+  const float m = bits_float((offset & 0x007fffffu) + 0x3f3504f3u) - 1.0f;
   const float z = m * m;
   float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
+  y = fmaf(y, m, -1.1514610310e-1f);
+  y = fmaf(y, m, 1.1676998740e-1f);
+  y = fmaf(y, m, -1.2420140846e-1f);
+  y = fmaf(y, m, 1.4249322787e-1f);
+  y = fmaf(y, m, -1.6668057665e-1f);
+  y = fmaf(y, m, 2.0000714765e-1f);
+  y = fmaf(y, m, -2.4999993993e-1f);
+  y = fmaf(y, m, 3.3333331174e-1f);
   y = y * m * z;
   const float ef = static_cast<float>(e);
-  y = y + (-2.12194440e-4f) * ef;
-  y = y - 0.5f * z;
-  return (m + y) + 0.693359375f * ef;
+  y = fmaf(-2.12194440e-4f, ef, y);
+  y = fmaf(-0.5f, z, y);
+  return fmaf(0.693359375f, ef, m + y);
 }
 
-// sin(2*pi*t) and cos(2*pi*t) for t in [0, 1]: split 4t into a quadrant and a remainder in
-// [-1/2, 1/2] (exact in float), then Cephes minimax polynomials on [-pi/4, pi/4].
-INITKIT_HOST_DEVICE void sincos_two_pi(float t, float& s, float& c) {
-  const float v = 4.0f * t;
-  const float q = static_cast<float>(static_cast<int32_t>(v + 0.5f));
-  const int32_t quadrant = static_cast<int32_t>(q) & 3;
-  const float x = (v - q) * 1.57079632679489662f;
+// sin(2*pi*t) and cos(2*pi*t) for the angle t = w / 2^32, reduced in integers: the quadrant
+// q = round(4t) mod 4 is (w + 2^30/2) >> 30, the remainder 4t - round(4t) in [-1/2, 1/2) is the
+// word shifted left by 2 as a signed 2^-32 fraction; then Cephes minimax polynomials on
+// [-pi/4, pi/4] (on fmaf).
+INITKIT_HOST_DEVICE void sincos_two_pi(uint32_t w, float& s, float& c) {
+  const uint32_t quadrant = (w + 0x20000000u) >> 30;
+  const float x = static_cast<float>(static_cast<int32_t>(w << 2)) * (1.57079632679489662f * 0x1p-32f);
   const float x2 = x * x;
   float ps = -1.9515295891e-4f;
-  ps = ps * x2 + 8.3321608736e-3f;
-  ps = ps * x2 - 1.6666654611e-1f;
-  const float sin_r = x + x * x2 * ps;
+  ps = fmaf(ps, x2, 8.3321608736e-3f);
+  ps = fmaf(ps, x2, -1.6666654611e-1f);
+  const float sin_r = fmaf(x * x2, ps, x);
   float pc = 2.443315711809948e-5f;
-  pc = pc * x2 - 1.388731625493765e-3f;
-  pc = pc * x2 + 4.166664568298827e-2f;
-  const float cos_r = (1.0f - 0.5f * x2) + x2 * x2 * pc;
+  pc = fmaf(pc, x2, -1.388731625493765e-3f);
+  pc = fmaf(pc, x2, 4.166664568298827e-2f);
+  const float cos_r = fmaf(x2 * x2, pc, fmaf(-0.5f, x2, 1.0f));
   const bool swap = (quadrant & 1) != 0;
   const float s0 = swap ? cos_r : sin_r;
   const float c0 = swap ? sin_r : cos_r;
-  s = (quadrant == 2 || quadrant == 3) ? -s0 : s0;
-  c = (quadrant == 1 || quadrant == 2) ? -c0 : c0;
+  // Signs: sin < 0 in quadrants 2, 3; cos < 0 in quadrants 1, 2.
+  s = bits_float(float_bits(s0) ^ ((quadrant & 2u) << 30));
+  c = bits_float(float_bits(c0) ^ (((quadrant + 1u) & 2u) << 30));
 }
 
 // Inverse standard-normal CDF for p in (0, 0.5] (lower half only: callers pass the smaller

@@ -13,6 +13,10 @@
 #include <algorithm>
 #include <vector>
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "../common/fill_sampler.h"
 #include "../common/fill_ops.h"
 #include "multiversion.h"
@@ -57,8 +61,81 @@ inline void consecutive_groups(uint64_t g0, uint64_t (&group)[kLanes]) {
 
 constexpr int64_t kBlockF32 = kLanes * 4;  // elements per block, 32-bit compute types
 constexpr int64_t kBlockF64 = kLanes * 2;  // elements per block, double
+constexpr int64_t kChunkBlocks = 64;       // float blocks per chunk: the rejection redraws batch over one
+constexpr int64_t kChunkF32 = kChunkBlocks * kBlockF32;
 
-// 64 float samples for logical elements [4*g0, 4*g0 + 64).
+// Writes to pos the indices i < n (a multiple of 16) with out[i] outside [lo, hi]; returns their
+// count. Rejections are common (4.6% at +-2 std), so the branchy bit loop costs a mispredicted
+// branch per 16 values: AVX-512 compresses the indices instead (vpcompressd), once per chunk.
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f"))) int64_t find_outside_avx512(const float* out, int64_t n, float lo, float hi,
+                                                                uint32_t* pos) {
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t count = 0;
+  for (int64_t base = 0; base < n; base += 16) {
+    const __m512 x = _mm512_loadu_ps(out + base);
+    const __mmask16 m = _mm512_cmp_ps_mask(x, vlo, _CMP_LT_OQ) | _mm512_cmp_ps_mask(x, vhi, _CMP_GT_OQ);
+    _mm512_storeu_si512(pos + count, _mm512_maskz_compress_epi32(m, index));
+    count += __builtin_popcount(m);
+    index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
+  }
+  return count;
+}
+#endif
+
+int64_t find_outside(const float* out, int64_t n, float lo, float hi, uint32_t* pos) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) return find_outside_avx512(out, n, lo, hi, pos);
+#endif
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {  // branch-free: a rejection every ~20 values would mispredict
+    pos[count] = static_cast<uint32_t>(i);
+    count += (out[i] < lo) | (out[i] > hi);
+  }
+  return count;
+}
+
+// Truncated normal by rejection: the values of out[0, n) (groups from g0) outside [a, b] are
+// redrawn kLanes at a time from blocks 1, 2, ... of their groups (the law of fill_sampler.h's
+// redraw_trunc_normal, which CUDA runs per element); the positions still outside after attempt k
+// go on to attempt k + 1.
+INITKIT_MULTIVERSION
+void redraw_outside(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n, float* out) {
+  uint32_t pos[kChunkF32 + kLanes];  // + kLanes: find_outside stores 16 at a time
+  int64_t count = find_outside(out, n, s.lo, s.hi, pos);
+  for (uint32_t attempt = 1; count > 0; ++attempt) {
+    for (int64_t i = count; i % kLanes != 0; ++i) pos[i] = pos[0];  // spare lanes redo position 0
+    int64_t kept = 0;
+    for (int64_t i = 0; i < count; i += kLanes) {
+      uint64_t group[kLanes];
+      uint32_t j[kLanes], w[4][kLanes];
+      for (int64_t l = 0; l < kLanes; ++l) {
+        group[l] = g0 + pos[i + l] / 4;
+        j[l] = pos[i + l] % 4;
+      }
+      philox_lanes(key, group, attempt, w);
+      float x[kLanes];
+      for (int64_t l = 0; l < kLanes; ++l) x[l] = normal_at(s, w[0][l], w[1][l], w[2][l], w[3][l], j[l]);
+      for (int64_t l = 0; l < std::min<int64_t>(kLanes, count - i); ++l) {
+        const uint32_t p = pos[i + l];  // read before the compaction below can write index i + l
+        if (x[l] >= s.lo && x[l] <= s.hi) {
+          out[p] = x[l];
+        } else if (attempt < kMaxAttempts) {
+          pos[kept++] = p;
+        } else {  // every attempt failed (P < 1e-38): as redraw_trunc_normal
+          const uint32_t last[4] = {w[0][l], w[1][l], w[2][l], w[3][l]};
+          out[p] = sample_trunc_normal(s, last[j[l]]);
+        }
+      }
+    }
+    count = kept;
+  }
+}
+
+// 64 float samples for logical elements [4*g0, 4*g0 + 64); the rejection kind's out-of-bounds
+// values are left for redraw_outside.
 INITKIT_MULTIVERSION
 void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, float* out) {
   const Sampler<float> s = sampler;  // a local copy: `out` cannot alias it, so the loops vectorize
@@ -66,7 +143,7 @@ void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uin
   consecutive_groups(g0, group);
   uint32_t w[4][kLanes];
   philox_lanes(key, group, 0, w);
-  sample_lanes<kLanes>(s, key, group, w, out);
+  sample_lanes<kLanes, true>(s, key, group, w, out);
 }
 
 // 32 double samples for logical elements [2*g0, 2*g0 + 32).
@@ -125,7 +202,10 @@ void fill_blocks(const FillJob& job, int64_t block_begin, int64_t block_end) {
   constexpr int64_t kPerGroup = std::is_same_v<acc_t, double> ? 2 : 4;
   const int64_t numel = job.tensor.numel();
   scalar_t* const data = job.tensor.data_ptr<scalar_t>();
-  alignas(64) acc_t values[kBlock];
+  // Float chunks of kChunkBlocks blocks (the rejection redraws batch over a chunk); double, which
+  // redraws per element, one block at a time.
+  constexpr int64_t kChunk = std::is_same_v<acc_t, double> ? 1 : kChunkBlocks;
+  alignas(64) acc_t values[kChunk * kBlock];
 
   // Logical range of this call, clipped to the tensor, as tensor-local indices.
   const int64_t first = std::max<int64_t>((job.first_block + block_begin) * kBlock - job.offset, 0);
@@ -133,23 +213,30 @@ void fill_blocks(const FillJob& job, int64_t block_begin, int64_t block_end) {
   std::optional<StridedCursor> cursor;
   if (!job.contiguous) cursor.emplace(job.tensor, first);
 
-  for (int64_t b = block_begin; b < block_end; ++b) {
-    const int64_t block_logical = (job.first_block + b) * kBlock;
-    const int64_t lo = std::max<int64_t>(block_logical - job.offset, first);
-    const int64_t hi = std::min<int64_t>(block_logical + kBlock - job.offset, last);
-    const uint64_t g0 = static_cast<uint64_t>(block_logical / kPerGroup);
+  for (int64_t b = block_begin; b < block_end; b += kChunk) {
+    const int64_t n_blocks = std::min<int64_t>(kChunk, block_end - b);
+    const int64_t chunk_logical = (job.first_block + b) * kBlock;
+    const int64_t lo = std::max<int64_t>(chunk_logical - job.offset, first);
+    const int64_t hi = std::min<int64_t>(chunk_logical + n_blocks * kBlock - job.offset, last);
+    const uint64_t g0 = static_cast<uint64_t>(chunk_logical / kPerGroup);
     acc_t* target = values;
     if constexpr (std::is_same_v<scalar_t, float>) {
-      // Whole block inside a contiguous float tensor: generate in place.
-      if (job.contiguous && hi - lo == kBlock) target = data + lo;
+      // Whole chunk inside a contiguous float tensor: generate in place.
+      if (job.contiguous && hi - lo == n_blocks * kBlock) target = data + lo;
     }
-    if constexpr (std::is_same_v<acc_t, double>) {
-      generate_block_f64(job.sampler_f64, job.key, g0, target);
-    } else {
-      generate_block_f32(job.sampler_f32, job.key, g0, target);
+    for (int64_t k = 0; k < n_blocks; ++k) {
+      if constexpr (std::is_same_v<acc_t, double>) {
+        generate_block_f64(job.sampler_f64, job.key, g0 + kLanes * k, target + kBlock * k);
+      } else {
+        generate_block_f32(job.sampler_f32, job.key, g0 + kLanes * k, target + kBlock * k);
+      }
+    }
+    if constexpr (std::is_same_v<acc_t, float>) {
+      if (job.sampler_f32.kind == FillKind::TruncNormalByRejection)
+        redraw_outside(job.sampler_f32, job.key, g0, kBlock * n_blocks, target);
     }
     if (target != values) continue;
-    const acc_t* src = values + (lo + job.offset - block_logical);
+    const acc_t* src = values + (lo + job.offset - chunk_logical);
     const bool keep_half_open = job.sampler_f32.kind == FillKind::Uniform && !std::is_same_v<scalar_t, acc_t>;
     for (int64_t i = lo; i < hi; ++i, ++src) {
       scalar_t v = static_cast<scalar_t>(*src);
