@@ -137,3 +137,11 @@ def fill_row_(tensor: Tensor, row: int, value: float) -> None:
     row = row % tensor.shape[0]
     if offset[0] <= row < offset[0] + local_shape[0]:
         tensor.to_local()[row - offset[0]].fill_(value)
+
+
+def copy_block_(tensor: "DTensor", whole: Tensor) -> None:
+    """Write this rank's block of `whole` (the unsharded tensor, the same on every rank) into its shard."""
+    check_placements(tensor)
+    local_shape, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+    with torch.no_grad():
+        tensor.to_local().copy_(whole[tuple(slice(o, o + n) for o, n in zip(offset, local_shape))])

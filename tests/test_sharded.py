@@ -102,14 +102,61 @@ def test_unsupported_placement_names_it():
         sharded.check_placements(Fake())
 
 
-@pytest.mark.parametrize("shape, local_shape, offset", [((10, 7, 5), (4, 3, 5), (6, 2, 0)), ((9, 11), (9, 4), (0, 7)), ((6,), (2,), (3,))])
+BLOCKS = [
+    ((10, 7, 5), (4, 3, 5), (6, 2, 0)),
+    ((9, 11), (9, 4), (0, 7)),
+    ((6,), (2,), (3,)),
+    ((33, 17), (33, 1), (0, 16)),  # runs of one element (Shard(1) over more ranks than columns)
+    ((5, 9, 3), (2, 1, 3), (1, 4, 0)),  # runs of 3, starting off the Philox groups
+    ((7, 1030), (7, 1), (0, 1029)),  # the last column: uneven edge
+    ((3, 40001), (3, 33003), (0, 1)),  # long runs cut into pieces, unaligned
+    ((70013,), (70001,), (3,)),  # one long unaligned run
+    ((), (), ()),  # a scalar
+]
+FILLS = [
+    ("uniform", (-1.0, 1.0)),  # half-open after rounding to 16 bits
+    ("normal", (0.5, 2.0)),
+    ("trunc_normal", (0.0, 1.0, -1.5, 2.0)),  # rejection: normals outside are redrawn
+    ("trunc_normal", (0.0, 1.0, 0.0, 0.5)),  # narrow: uniform proposals
+    ("trunc_normal", (0.0, 1.0, 4.0, 9.0)),  # far tail: exponential proposals
+]
+
+
+@pytest.mark.parametrize("shape, local_shape, offset", BLOCKS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind, params", FILLS)
+def test_fill_block_op_equals_the_block_of_the_unsharded_fill(ext, shape, local_shape, offset, dtype, kind, params):
+    seed = torch.tensor(99)
+    whole = torch.empty(shape, dtype=dtype)
+    getattr(torch.ops.initkit, sharded.FILL_OPS[kind])(whole, *params, seed, 4, 0)
+    expected = whole[tuple(slice(o, o + n) for o, n in zip(offset, local_shape))]
+    ours = torch.empty(local_shape, dtype=dtype)
+    sharded.fill_block(ours, shape, offset, kind, params, seed, 4)
+    assert torch.equal(ours, expected)
+    # A non-contiguous local tensor (every other element of a wider one) gets the same values.
+    wide = torch.zeros((*local_shape[:-1], 2 * local_shape[-1]) if local_shape else (2,), dtype=dtype)
+    strided = wide[..., ::2] if local_shape else wide[0]
+    sharded.fill_block(strided, shape, offset, kind, params, seed, 4)
+    assert torch.equal(strided, expected) and not wide[..., 1::2].any()
+
+
+@pytest.mark.parametrize("shape, local_shape, offset", BLOCKS[:4])
 def test_fill_block_op_equals_one_fill_per_run(ext, shape, local_shape, offset):
-    # The CPU op (C++ runs) and the per-run path other devices take give the same values.
+    # The CPU op and the per-run path other devices take give the same values.
     seed = torch.tensor(99)
     ours, runs = torch.empty(local_shape), torch.empty(local_shape)
     sharded.fill_block(ours, shape, offset, "trunc_normal", (0.0, 1.0, -2.0, 2.0), seed, 4)
     sharded.fill_runs(runs, shape, offset, "trunc_normal", (0.0, 1.0, -2.0, 2.0), seed, 4)
     assert torch.equal(ours, runs)
+
+
+def test_fill_block_op_transposed_local_tensor(ext):
+    seed = torch.tensor(5)
+    whole = torch.empty(12, 40)
+    torch.ops.initkit.normal_fill(whole, 0.0, 1.0, seed, 0, 0)
+    local = torch.empty(13, 12).t()[:, 2:12]  # (12, 10), column-major and offset
+    sharded.fill_block(local, (12, 40), (0, 30), "normal", (0.0, 1.0), seed, 0)
+    assert torch.equal(local, whole[:, 30:])
 
 
 @pytest.mark.parametrize(

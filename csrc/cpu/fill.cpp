@@ -30,7 +30,7 @@ constexpr int64_t kLanes = 16;  // Philox blocks generated together (one AVX-512
 // word-major: words[j][lane]. The 32-bit words live in 64-bit lanes so that the 32x32->64
 // products vectorize as plain unsigned multiplies of zero-extended values (about 1.8x faster
 // on AVX-512 than the 32-bit formulation, which GCC widens with 64x64 multiplies).
-inline void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes], uint32_t attempt,
+INITKIT_HOST_DEVICE void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes], uint32_t attempt,
                          uint32_t (&words)[4][kLanes]) {
   constexpr uint64_t kLow = 0xffffffffu;
   for (int64_t l = 0; l < kLanes; ++l) {
@@ -55,7 +55,7 @@ inline void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes], 
 }
 
 // Groups g0 .. g0 + kLanes - 1.
-inline void consecutive_groups(uint64_t g0, uint64_t (&group)[kLanes]) {
+INITKIT_HOST_DEVICE void consecutive_groups(uint64_t g0, uint64_t (&group)[kLanes]) {
   for (int64_t l = 0; l < kLanes; ++l) group[l] = g0 + static_cast<uint64_t>(l);
 }
 
@@ -134,26 +134,42 @@ void redraw_outside(const Sampler<float>& s, const StreamKey& key, uint64_t g0, 
   }
 }
 
+// kLanes blocks of samples for groups group[0..kLanes): float out[4l + j], double out[2l + j].
+// kDeferRedraws (float): the rejection kind's out-of-bounds values are left for redraw_outside.
+template <typename acc_t, bool kDeferRedraws = false>
+C10_ALWAYS_INLINE void generate_lanes(const Sampler<acc_t>& sampler, const StreamKey& key, const uint64_t (&group)[kLanes],
+                                      acc_t* out) {
+  const Sampler<acc_t> s = sampler;  // a local copy: `out` cannot alias it, so the loops vectorize
+  uint32_t w[4][kLanes];
+  philox_lanes(key, group, 0, w);
+  if constexpr (std::is_same_v<acc_t, float>) {
+    sample_lanes<kLanes, kDeferRedraws>(s, key, group, w, out);
+  } else {
+    sample_lanes<kLanes>(s, key, group, w, out);
+  }
+}
+
 // 64 float samples for logical elements [4*g0, 4*g0 + 64); the rejection kind's out-of-bounds
 // values are left for redraw_outside.
 INITKIT_MULTIVERSION
 void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, float* out) {
-  const Sampler<float> s = sampler;  // a local copy: `out` cannot alias it, so the loops vectorize
   uint64_t group[kLanes];
   consecutive_groups(g0, group);
-  uint32_t w[4][kLanes];
-  philox_lanes(key, group, 0, w);
-  sample_lanes<kLanes, true>(s, key, group, w, out);
+  generate_lanes<float, true>(sampler, key, group, out);
 }
 
 // 32 double samples for logical elements [2*g0, 2*g0 + 32).
 void generate_block_f64(const Sampler<double>& sampler, const StreamKey& key, uint64_t g0, double* out) {
-  const Sampler<double> s = sampler;
   uint64_t group[kLanes];
   consecutive_groups(g0, group);
-  uint32_t w[4][kLanes];
-  philox_lanes(key, group, 0, w);
-  sample_lanes<kLanes>(s, key, group, w, out);
+  generate_lanes(sampler, key, group, out);
+}
+
+// Gathered groups (the short runs of sharded blocks).
+INITKIT_MULTIVERSION
+void generate_lanes_f32(const Sampler<float>& sampler, const StreamKey& key, const uint64_t (&group)[kLanes],
+                        float* out) {
+  generate_lanes(sampler, key, group, out);
 }
 
 // Walks a tensor's elements in logical (row-major) order, yielding memory offsets.
@@ -311,9 +327,129 @@ void multi_fill_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<
   run_jobs(jobs);
 }
 
+// ---- _fill_block: a block of a larger logical tensor (a DTensor's shard) ----------------------
 // The block is cut into runs contiguous in the global row-major order (dims after the last
-// partial dim are whole): one job per run, with `offset` = the run's first global index, all in
-// one parallel region.
+// partial dim are whole): run r covers `run_len` global indices from run_start(r), and local
+// elements [r * run_len, (r + 1) * run_len) in row-major order. Work items are runs, or pieces of
+// at most kPieceElems of a long run. The Philox groups the items need are gathered kLanes at a time,
+// across run boundaries, so short runs (Shard(1) over many ranks) generate only the groups they
+// touch, with the sampler built once per call.
+struct BlockPlan {
+  at::Tensor tensor;
+  Sampler<float> sampler_f32;
+  Sampler<double> sampler_f64;
+  StreamKey key;
+  std::vector<int64_t> lead_sizes;   // local sizes of the dims before the last partial dim
+  std::vector<int64_t> lead_strides; // their global row-major strides
+  int64_t base;                      // global index of run 0's first element
+  int64_t run_len;
+  int64_t piece_len;                 // elements per work item
+  int64_t pieces_per_run;
+  bool contiguous;
+
+  int64_t run_start(int64_t r) const {
+    int64_t start = base;
+    for (int64_t d = static_cast<int64_t>(lead_sizes.size()) - 1; d >= 0; --d) {
+      start += (r % lead_sizes[d]) * lead_strides[d];
+      r /= lead_sizes[d];
+    }
+    return start;
+  }
+};
+
+constexpr int64_t kPieceElems = 16384;  // a multiple of kBlockF32 and kBlockF64
+
+template <typename scalar_t>
+void fill_block_items(const BlockPlan& plan, int64_t item_begin, int64_t item_end) {
+  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  constexpr int64_t kPerGroup = std::is_same_v<acc_t, double> ? 2 : 4;
+  constexpr int64_t kBlock = kLanes * kPerGroup;
+  scalar_t* const data = plan.tensor.data_ptr<scalar_t>();
+  const Sampler<acc_t>* sampler;
+  if constexpr (std::is_same_v<acc_t, double>) {
+    sampler = &plan.sampler_f64;
+  } else {
+    sampler = &plan.sampler_f32;
+  }
+  // Rounding to half/bfloat16 can reach `high`; torch keeps uniform_ half-open.
+  const bool keep_half_open = sampler->kind == FillKind::Uniform && !std::is_same_v<scalar_t, acc_t>;
+
+  // The batch: kLanes groups, and the segments of their samples that belong to the block, in local order.
+  alignas(64) acc_t values[kBlock];
+  uint64_t group[kLanes];
+  int64_t seg_from[kLanes], seg_count[kLanes];
+  int lanes = 0, segments = 0;
+  // Items are consecutive in local order: one write position (and cursor) walks them.
+  int64_t local = (item_begin / plan.pieces_per_run) * plan.run_len + (item_begin % plan.pieces_per_run) * plan.piece_len;
+  std::optional<StridedCursor> cursor;
+  if (!plan.contiguous) cursor.emplace(plan.tensor, local);
+
+  auto flush = [&] {
+    for (int l = lanes; l < kLanes; ++l) group[l] = group[lanes - 1];  // padding lanes, not stored
+    acc_t* target = values;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      if (plan.contiguous && segments == 1 && seg_count[0] == kBlock) target = data + local;  // in place
+    }
+    // Consecutive groups (long runs) take the whole-tensor kernel: measured 1.29x faster on AVX-512
+    // than the same groups gathered (generate_lanes_f32), 1024x16384 normal, one thread.
+    bool consecutive = true;
+    for (int l = 1; l < kLanes; ++l) consecutive &= group[l] == group[0] + static_cast<uint64_t>(l);
+    if constexpr (std::is_same_v<acc_t, double>) {
+      generate_lanes(*sampler, plan.key, group, target);  // (double is not multiversioned: one kernel)
+    } else if (consecutive) {
+      generate_block_f32(*sampler, plan.key, group[0], target);
+      if (sampler->kind == FillKind::TruncNormalByRejection) redraw_outside(*sampler, plan.key, group[0], kBlock, target);
+    } else {
+      generate_lanes_f32(*sampler, plan.key, group, target);
+    }
+    if (target != values) {
+      local += kBlock;
+    } else {
+      for (int k = 0; k < segments; ++k) {
+        const acc_t* __restrict src = values + seg_from[k];
+        const int64_t count = seg_count[k];
+        if (plan.contiguous && !keep_half_open) {  // the common case: a plain (converting) copy
+          scalar_t* __restrict dst = data + local;
+          for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+        } else {
+          for (int64_t i = 0; i < count; ++i) {
+            scalar_t v = static_cast<scalar_t>(src[i]);
+            if (keep_half_open && !(static_cast<acc_t>(v) < sampler->hi)) v = static_cast<scalar_t>(sampler->lo);
+            if (plan.contiguous) {
+              data[local + i] = v;
+            } else {
+              data[cursor->offset()] = v;
+              cursor->next();
+            }
+          }
+        }
+        local += count;
+      }
+    }
+    lanes = segments = 0;
+  };
+
+  for (int64_t item = item_begin; item < item_end; ++item) {
+    const int64_t piece = item % plan.pieces_per_run;
+    int64_t next = plan.run_start(item / plan.pieces_per_run) + piece * plan.piece_len;  // global index
+    int64_t count = std::min(plan.piece_len, plan.run_len - piece * plan.piece_len);
+    while (count > 0) {
+      const int64_t j = next % kPerGroup;
+      const int64_t take = std::min(count, (kLanes - lanes) * kPerGroup - j);
+      const uint64_t g = static_cast<uint64_t>(next / kPerGroup);
+      const int64_t groups = (j + take + kPerGroup - 1) / kPerGroup;
+      for (int64_t i = 0; i < groups; ++i) group[lanes + i] = g + static_cast<uint64_t>(i);
+      seg_from[segments] = lanes * kPerGroup + j;
+      seg_count[segments++] = take;
+      lanes += static_cast<int>(groups);
+      next += take;
+      count -= take;
+      if (lanes == kLanes) flush();
+    }
+  }
+  if (lanes > 0) flush();
+}
+
 void fill_block_cpu(at::Tensor& self, int64_t kind, at::ArrayRef<double> params, const at::Tensor& seed,
                     int64_t stream, at::IntArrayRef global_sizes, at::IntArrayRef origin) {
   const char* op = "initkit::_fill_block";
@@ -342,21 +478,31 @@ void fill_block_cpu(at::Tensor& self, int64_t kind, at::ArrayRef<double> params,
     if (self.size(d) != global_sizes[d]) last = d;
   std::vector<int64_t> global_stride(dims, 1);
   for (int64_t d = dims - 2; d >= 0; --d) global_stride[d] = global_stride[d + 1] * global_sizes[d + 1];
-  const int64_t runs = c10::multiply_integers(self.sizes().begin(), self.sizes().begin() + last);
-  std::vector<FillJob> jobs;
-  jobs.reserve(runs);
-  std::vector<int64_t> index(last, 0);
-  for (int64_t r = 0; r < runs; ++r) {
-    at::Tensor run = self;
-    int64_t start = dims ? origin[last] * global_stride[last] : 0;
-    for (int64_t d = 0; d < last; ++d) {
-      run = run.select(0, index[d]);
-      start += (origin[d] + index[d]) * global_stride[d];
-    }
-    jobs.push_back(make_job(run, fill_kind, params.data(), key, stream, start));
-    for (int64_t d = last - 1; d >= 0 && ++index[d] == self.size(d); --d) index[d] = 0;
+
+  BlockPlan plan{};
+  plan.tensor = self;
+  if (self.scalar_type() == at::kDouble) {
+    plan.sampler_f64 = make_sampler<double>(fill_kind, params.data());
+  } else {
+    plan.sampler_f32 = make_sampler<float>(fill_kind, params.data());
   }
-  run_jobs(jobs);
+  plan.key = StreamKey{static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32), static_cast<uint32_t>(stream),
+                       static_cast<uint32_t>(static_cast<uint64_t>(stream) >> 32)};
+  plan.lead_sizes.assign(self.sizes().begin(), self.sizes().begin() + last);
+  plan.lead_strides.assign(global_stride.begin(), global_stride.begin() + last);
+  plan.base = 0;
+  for (int64_t d = 0; d < dims; ++d) plan.base += origin[d] * global_stride[d];
+  const int64_t runs = c10::multiply_integers(plan.lead_sizes);
+  plan.run_len = self.numel() / runs;
+  plan.piece_len = std::min(plan.run_len, kPieceElems);
+  plan.pieces_per_run = (plan.run_len + plan.piece_len - 1) / plan.piece_len;
+  plan.contiguous = self.is_contiguous();
+  const int64_t grain = std::max<int64_t>(1, kPieceElems / plan.piece_len);  // about kPieceElems per task
+  at::parallel_for(0, runs * plan.pieces_per_run, grain, [&](int64_t begin, int64_t end) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "initkit_fill_block", [&] {
+      fill_block_items<scalar_t>(plan, begin, end);
+    });
+  });
 }
 
 }  // namespace

@@ -79,7 +79,11 @@ def fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
         init.multi_fill_(tensors, fills, generator)
         return
     # Same numbers in pieces, so the bar can move: one key, tensor i keeps stream i.
-    seed = init.new_seed(generator) if all(handles(t) for t in tensors) else None
+    dtensors = [t for t in tensors if sharded.handles(t)]
+    if dtensors and all(handles(t) or sharded.handles(t) for t in tensors):
+        seed = sharded.shared_key(dtensors[0], generator)  # one key for every piece, as multi_fill_ draws it
+    else:
+        seed = init.new_seed(generator) if all(handles(t) for t in tensors) else None
     start = 0
     while start < len(tensors):
         stop, elements = start, 0

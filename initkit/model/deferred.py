@@ -8,6 +8,12 @@ same seed gives the same weights whatever the thread count, device or constructi
 constants, then the exact torch replays (partial writes such as padding rows, orthogonal_, copies)
 in the order the constructor made them. Everything is written into new tensors first and swapped
 into the model at the end: when anything fails, the model is left as it was.
+
+Sharded: `fully_shard` / `parallelize_module` after deferred_init replace parameters by DTensors of
+the same names; materialize then allocates each rank's shards and gives exactly the unsharded
+model's values: fused fills and constants write the shards directly; a parameter with exact
+replays (padding rows, orthogonal_, creation values) is built whole in a scratch tensor on every
+rank, which keeps its block (such parameters cost their full size during materialize).
 """
 
 from dataclasses import dataclass
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .. import sharded
 from .apply import Progress, fill_random
 from .apply import initialize as initialize_by_policy
 from .materialize import materialize as materialize_by_policy
@@ -96,7 +103,7 @@ def _check(model: nn.Module, state: DeferredState, verb: str) -> dict[str, nn.Pa
         if state.materialized:
             if param.is_meta:
                 raise RuntimeError(f"{verb}: parameter {recipe.name!r} was replaced by a meta tensor")
-        elif param is not recipe.param:
+        elif param is not recipe.param and not _sharded_meta(param):
             raise RuntimeError(f"{verb}: parameter {recipe.name!r} was replaced after deferred_init recorded it")
         if param.shape != recipe.record.shape:
             raise RuntimeError(
@@ -106,8 +113,42 @@ def _check(model: nn.Module, state: DeferredState, verb: str) -> dict[str, nn.Pa
     return current
 
 
+def _sharded_meta(param: Tensor) -> bool:
+    """A meta DTensor parameter: fully_shard / parallelize_module replaced the recorded one (same name)."""
+    return sharded.is_dtensor(param) and param.is_meta
+
+
+def _refs(value) -> list[Ref]:
+    if isinstance(value, Ref):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [ref for v in value for ref in _refs(v)]
+    if isinstance(value, dict):
+        return [ref for v in value.values() for ref in _refs(v)]
+    return []
+
+
+def _scratch_for_replays(state: DeferredState, targets: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Unsharded stand-ins for the DTensor targets that exact torch replays write or read (padding rows,
+    orthogonal_, copies): the replays run on the whole tensor, as unsharded, and each rank then keeps
+    its block. Random fills and constants need none: they fill shards directly."""
+    replays = [r.record.base for r in state.recipes if isinstance(r.record.base, Replay)]
+    replays += [op for r in state.recipes for op in r.record.ops]
+    names = {id(r.record): r.name for r in state.recipes}
+    needed = {r.name for r in state.recipes if isinstance(r.record.base, Replay) or r.record.ops}
+    needed |= {names[id(ref.record)] for replay in replays for ref in _refs((replay.chain, replay.args, replay.kwargs))}
+    return {
+        name: torch.empty(targets[name].shape, dtype=targets[name].dtype, device=targets[name].to_local().device)
+        for name in sorted(needed)
+        if sharded.is_dtensor(targets[name])
+    }
+
+
 def _fill(state: DeferredState, targets: dict[str, Tensor], generator, description: str) -> None:
     """Write every recipe into `targets` (recipe name -> tensor): fused random fills, constants, replays."""
+    scratch = _scratch_for_replays(state, targets)
+    sharded_targets = {name: targets[name] for name in scratch}
+    targets = {**targets, **scratch}
     by_record = {id(r.record): targets[r.name] for r in state.recipes}
     random = [r for r in state.recipes if isinstance(r.record.base, Fill) and r.record.base.kind in RANDOM_KINDS]
     replays: list[tuple[Replay, Tensor]] = []
@@ -139,6 +180,8 @@ def _fill(state: DeferredState, targets: dict[str, Tensor], generator, descripti
         for replay, root in replays:
             view = apply_chain(root, resolve(replay.chain))
             replay.func(view, *resolve(replay.args), **resolve(replay.kwargs))
+        for name, target in sharded_targets.items():
+            sharded.copy_block_(target, scratch[name])
 
 
 def materialize_deferred(model: nn.Module, device="cpu", generator: torch.Generator | None = None) -> nn.Module:
@@ -155,9 +198,15 @@ def materialize_deferred(model: nn.Module, device="cpu", generator: torch.Genera
         )
     _check(model, state, verb)  # validate before allocating
     fresh = {}
+    current = dict(model.named_parameters())
     for recipe in state.recipes:
-        old = recipe.param
-        new = type(old)(torch.empty(old.shape, dtype=old.dtype, device=device), requires_grad=old.requires_grad)
+        old = current[recipe.name]
+        if old is not recipe.param:  # sharded after recording (_check): the DTensor parameter replaces it
+            recipe.param = old
+        if sharded.is_dtensor(old):  # storage for this rank's shard only
+            new = nn.Parameter(torch.empty_like(old, device=device), requires_grad=old.requires_grad)
+        else:
+            new = type(old)(torch.empty(old.shape, dtype=old.dtype, device=device), requires_grad=old.requires_grad)
         new.__dict__.update(old.__dict__)
         fresh[recipe.name] = new
     _fill(state, fresh, generator, "initkit: materializing")
