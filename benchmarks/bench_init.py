@@ -4,7 +4,8 @@ generator floor) on the same tensor.
     pytest benchmarks/bench_init.py --benchmark-only --benchmark-group-by=group
 
 Each group is one scheme on one shape, so its table compares like with like; `python -m initkit
-bench` prints the same comparison as ratios.
+bench` prints the same comparison as ratios. The call-overhead groups time each scheme on a 2x2
+tensor, where the fill itself is nothing.
 """
 
 import pytest
@@ -26,3 +27,13 @@ def test_fill(benchmark, scheme, shape, impl):
     benchmark(fn)
     if impl not in ("zero_", "philox"):
         assert tensor.std() > 0  # checked once, outside the timed region
+
+
+@pytest.mark.parametrize("impl", ["initkit", "torch"])
+@pytest.mark.parametrize("scheme", list(fills.SCHEMES))
+def test_call_overhead(benchmark, scheme, impl):
+    """The per-call cost on a 2x2 tensor, where the fill itself is nothing (fills.overhead_rows)."""
+    tensor = torch.empty(fills.OVERHEAD_SHAPE)
+    benchmark.group = f"call-overhead-{scheme}-cpu-float32-{'x'.join(map(str, fills.OVERHEAD_SHAPE))}"
+    benchmark.extra_info.update(torch=torch.__version__)
+    benchmark(fills.fill_callable(scheme, impl, tensor))

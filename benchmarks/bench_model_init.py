@@ -10,7 +10,7 @@ import torch
 
 import initkit
 from initkit.bench.gpt2 import GPT2Config, gpt2_on_meta
-from initkit.bench.models import materialize_peak_rss, torch_reinit
+from initkit.bench.models import materialize_peak_rss, torch_reinit, traced_plan
 
 IMPLS = ("initkit", "torch")
 
@@ -36,6 +36,16 @@ def test_initialize_gpt2_small(benchmark, gpt2, impl):
     # checked outside the timed region: the layer norms are back to 1 and the weights look drawn
     assert torch.equal(model.ln_f.weight, torch.ones_like(model.ln_f.weight))
     assert float(model.wte.weight.detach().std()) == pytest.approx(1.0, rel=0.01)
+
+
+@pytest.mark.parametrize("trace", ["cached", "traced"])
+def test_init_plan_gpt2_small(benchmark, gpt2, trace):
+    """init_plan on an unchanged model (its torch.fx trace reused) vs on a first call (traced)."""
+    model, plan = gpt2
+    benchmark.group = "init-plan-gpt2-small"
+    benchmark.extra_info.update(tensors=len(plan), torch=torch.__version__)
+    fn = initkit.init_plan if trace == "cached" else traced_plan
+    assert benchmark.pedantic(fn, args=(model,), rounds=5, warmup_rounds=1) == plan
 
 
 def test_materialize_peak_rss_gpt2_small():

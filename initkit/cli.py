@@ -181,6 +181,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print("Medians of repeated runs, side by side; 'of zero_' = fraction of zero_'s throughput (the bandwidth floor).")
     rows = fills.run(budget_s=args.budget)
     print(fills.markdown_table(rows) if args.markdown else fills.format_table(rows))
+    print(fills.format_overhead(fills.overhead_rows()))
     print(models.format_rows(models.model_init_rows()))
     print(dense.format_rows(dense.rows(quick=args.quick)))
     print(sharded.format_rows(sharded.rows()))

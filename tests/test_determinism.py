@@ -52,12 +52,29 @@ def test_generator_does_not_touch_global_rng(backend):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fill", list(FILLS))
 def test_thread_count_does_not_change_values(ext, fill, dtype):
-    # 1.1M elements: many parallel tasks of 64Ki elements, split differently by 1 and 2 threads.
+    # 1.1M elements: many parallel tasks of 16Ki elements, taken in a different order by 1, 2 and 3
+    # threads; a transposed view walks its strides from every task's first element.
     results = []
-    for threads in (1, 2):
+    for threads in (1, 2, 3):
         torch.set_num_threads(threads)
-        results.append(FILLS[fill](torch.empty(1100, 1001, dtype=dtype), generator=torch.Generator().manual_seed(5)))
-    assert torch.equal(results[0], results[1])
+        whole = FILLS[fill](torch.empty(1100, 1001, dtype=dtype), generator=torch.Generator().manual_seed(5))
+        view = FILLS[fill](torch.empty(1001, 1100, dtype=dtype).T, generator=torch.Generator().manual_seed(5))
+        results.append((whole, view))
+    for whole, view in results:
+        assert torch.equal(whole, results[0][0]) and torch.equal(view, results[0][0])
+
+
+def test_thread_count_does_not_change_multi_fill_values(ext):
+    # tensors of odd sizes, so tasks start and end inside tensors and inside blocks
+    shapes = [(700, 33), (5,), (64, 64, 3), (1,), (40000,), (129, 257)]
+    fills = [("normal", (0.0, 1.0)), ("uniform", (-1.0, 1.0)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0))] * 2
+    results = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        tensors = [torch.empty(shape) for shape in shapes]
+        results.append(initkit.multi_fill_(tensors, fills, torch.Generator().manual_seed(9)))
+    for tensors in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(tensors, results[0]))
 
 
 @pytest.mark.parametrize("fill", list(FILLS))

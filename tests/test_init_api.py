@@ -114,6 +114,18 @@ def test_parameters_requiring_grad_are_filled_without_autograd_history(backend, 
     assert torch.equal(p.grad, torch.full((8, 8), 2.0))
 
 
+@pytest.mark.parametrize("grad", [True, False])
+def test_grad_mode_is_as_before_after_a_fill_and_after_a_refused_one(backend, grad):
+    p = torch.nn.Parameter(torch.zeros(8, 8))
+    with torch.set_grad_enabled(grad):
+        initkit.normal_(p, std=0.5)
+        assert torch.is_grad_enabled() is grad and p.grad_fn is None
+        with pytest.raises(RuntimeError):
+            initkit.uniform_(p, 1.0, 0.0)  # low > high: refused by the fill
+        assert torch.is_grad_enabled() is grad
+    assert p.abs().sum() > 0 and p.requires_grad
+
+
 @pytest.mark.parametrize("fn", ["uniform_", "normal_", "trunc_normal_", "xavier_normal_"])
 def test_zero_element_tensors_are_left_alone(backend, fn):
     t = torch.empty(0, 5)

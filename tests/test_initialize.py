@@ -1,7 +1,9 @@
 """initkit.initialize / init_plan: policy decisions, torch.nn.init formulas, one multi-tensor pass."""
 
+import gc
 import io
 import math
+import weakref
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from scipy import stats
 from torch import nn
 
 import initkit
+from initkit.model import activations
 from initkit.model import apply as model_apply
 
 
@@ -319,3 +322,76 @@ def test_conv_followed_by_batchnorm_then_relu_gets_kaiming(backend):
     assert plan.row("0.weight").scheme == "kaiming_normal" and "ReLU" in plan.row("0.weight").reason
     assert plan.row("0.weight").fan_in == 3 * 9
     assert "output layer" in plan.row("5.weight").reason
+
+
+class _Switchable(nn.Module):
+    """Its forward branches on a plain attribute: only a new trace sees a change to it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 16)
+        self.b = nn.Linear(16, 4)
+        self.squash = False
+
+    def forward(self, x):
+        x = self.a(x)
+        return self.b(torch.tanh(x) if self.squash else F.relu(x))
+
+
+def _count_traces(monkeypatch) -> list:
+    calls = []
+    trace = activations._followers_from_fx
+    monkeypatch.setattr(activations, "_followers_from_fx", lambda model: calls.append(1) or trace(model))
+    return calls
+
+
+def test_plan_of_an_unchanged_model_reuses_its_trace(backend, monkeypatch):
+    traces = _count_traces(monkeypatch)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    first = initkit.initialize(model)
+    model.train(True)  # an unchanged flag
+    assert initkit.init_plan(model) == first and initkit.initialize(model) == first
+    assert len(traces) == 1
+    other = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))  # same structure, another model
+    assert initkit.init_plan(other) == first and len(traces) == 2
+
+
+def test_plan_follows_every_change_of_the_model(backend, monkeypatch):
+    traces = _count_traces(monkeypatch)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    assert initkit.init_plan(model).row("0.weight").args == {"nonlinearity": "relu"}
+    model[1] = nn.Tanh()  # a replaced module
+    assert initkit.init_plan(model).row("0.weight").gain == pytest.approx(5.0 / 3)
+    model[1] = nn.LeakyReLU(0.2)
+    assert initkit.init_plan(model).row("0.weight").args == {"a": 0.2, "nonlinearity": "leaky_relu"}
+    model[1].negative_slope = 0.3  # an attribute changed in place
+    assert initkit.init_plan(model).row("0.weight").args == {"a": 0.3, "nonlinearity": "leaky_relu"}
+    model[0], model[2] = nn.Linear(8, 32), nn.Linear(32, 4)  # changed shapes
+    plan = initkit.initialize(model)
+    assert plan.row("0.weight").shape == (32, 8) and plan.row("2.weight").fan_in == 32
+    assert model[0].weight.abs().sum() > 0
+    model.append(nn.Sigmoid())  # a new module: the last Linear is no longer the output layer
+    assert "Sigmoid" in initkit.init_plan(model).row("2.weight").reason
+    assert len(traces) == 6
+
+
+def test_plan_follows_an_attribute_the_forward_branches_on(backend):
+    model = _Switchable()
+    assert initkit.init_plan(model).row("a.weight").scheme == "kaiming_normal"
+    model.squash = True
+    assert initkit.init_plan(model).row("a.weight").scheme == "xavier_uniform"
+    model.squash = False
+    assert initkit.init_plan(model).row("a.weight").scheme == "kaiming_normal"
+    key = activations.structure_key(model)
+    assert activations.structure_key(model) == key
+    model.a.register_forward_hook(lambda module, args, out: torch.tanh(out))  # hooks can change a trace
+    assert activations.structure_key(model) != key
+
+
+def test_trace_cache_keeps_no_model_alive(backend):
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    initkit.init_plan(model)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

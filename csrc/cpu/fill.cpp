@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -290,22 +291,35 @@ FillJob make_job(const at::Tensor& t, FillKind kind, const double* params, uint6
   return job;
 }
 
-// All jobs share one parallel region: blocks of every tensor are numbered consecutively and
-// split among threads, so a model's many small tensors still use every core.
+// Blocks [begin, end) of the jobs' consecutive block numbering.
+void run_block_range(const std::vector<FillJob>& jobs, const std::vector<int64_t>& block_prefix, int64_t begin,
+                     int64_t end) {
+  size_t j = std::upper_bound(block_prefix.begin(), block_prefix.end(), begin) - block_prefix.begin() - 1;
+  while (begin < end) {
+    const int64_t stop = std::min(end, block_prefix[j + 1]);
+    run_job_blocks(jobs[j], begin - block_prefix[j], stop - block_prefix[j]);
+    begin = stop;
+    ++j;
+  }
+}
+
+// All jobs share one parallel region: blocks of every tensor are numbered consecutively and cut
+// into tasks of kTaskBlocks that the threads take in turn from a shared counter, so a model's
+// many small tensors still use every core, and a thread that finishes early (cheaper fill kinds
+// in its share, a core taken by another process) takes more tasks instead of waiting.
 void run_jobs(const std::vector<FillJob>& jobs) {
   std::vector<int64_t> block_prefix(jobs.size() + 1, 0);
   for (size_t i = 0; i < jobs.size(); ++i) block_prefix[i + 1] = block_prefix[i] + jobs[i].num_blocks;
   const int64_t total = block_prefix.back();
   if (total == 0) return;
-  constexpr int64_t kGrainBlocks = 1024;  // 64 Ki float elements per task
-  at::parallel_for(0, total, kGrainBlocks, [&](int64_t begin, int64_t end) {
-    size_t j = std::upper_bound(block_prefix.begin(), block_prefix.end(), begin) - block_prefix.begin() - 1;
-    while (begin < end) {
-      const int64_t stop = std::min(end, block_prefix[j + 1]);
-      run_job_blocks(jobs[j], begin - block_prefix[j], stop - block_prefix[j]);
-      begin = stop;
-      ++j;
-    }
+  // 16 Ki float elements (8 Ki double): the least work worth a thread, >10 us against a fork/join
+  // of a few us, so that a 256x256 fill already runs on two threads.
+  constexpr int64_t kTaskBlocks = 256;
+  const int64_t tasks = (total + kTaskBlocks - 1) / kTaskBlocks;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {  // (one call per thread, up to `tasks` threads)
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < tasks;)
+      run_block_range(jobs, block_prefix, t * kTaskBlocks, std::min(total, (t + 1) * kTaskBlocks));
   });
 }
 

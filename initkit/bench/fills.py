@@ -46,6 +46,38 @@ def fill_callable(scheme: str, impl: str, tensor: torch.Tensor) -> Callable[[], 
     return tensor.zero_
 
 
+# The per-call cost, on a tensor so small that the fill itself is nothing: the public function
+# (argument checks, key drawing, dispatch) against torch.nn.init's, beside the fill op called with
+# a fixed key (`raw op`: what no Python wrapper can go below).
+OVERHEAD_SHAPE = (2, 2)
+_RAW_OPS = {
+    "uniform": lambda t: torch.ops.initkit.uniform_fill(t, -1.0, 1.0, _SEED),
+    "normal": lambda t: torch.ops.initkit.normal_fill(t, 0.0, 1.0, _SEED),
+    "trunc_normal": lambda t: torch.ops.initkit.trunc_normal_fill(t, 0.0, 0.02, -2.0, 2.0, _SEED),
+}
+
+
+def overhead_rows(budget_s: float = 0.3) -> list[dict]:
+    """One row per scheme: initkit, torch.nn.init and the raw op per call on a 2x2 tensor."""
+    tensor = torch.empty(OVERHEAD_SHAPE)
+    rows = []
+    for scheme in SCHEMES:
+        kind = "trunc_normal" if scheme.startswith("trunc") else "normal" if "normal" in scheme else "uniform"
+        raw = _RAW_OPS[kind]
+        impls = {impl: fill_callable(scheme, impl, tensor) for impl in ("initkit", "torch")}
+        t = median_seconds({**impls, "raw op": lambda: raw(tensor)}, budget_s)
+        rows.append(dict(scheme=scheme, initkit=t["initkit"], torch=t["torch"], raw_op=t["raw op"]))
+    return rows
+
+
+def format_overhead(rows: list[dict]) -> str:
+    lines = [f"Per-call cost on a {'x'.join(map(str, OVERHEAD_SHAPE))} tensor (us):"]
+    lines.append(f"{'scheme':<22}{'initkit':>9}{'torch':>9}{'raw op':>9}")
+    for r in rows:
+        lines.append(f"{r['scheme']:<22}{r['initkit'] * 1e6:>9.2f}{r['torch'] * 1e6:>9.2f}{r['raw_op'] * 1e6:>9.2f}")
+    return "\n".join(lines)
+
+
 def run(budget_s: float = 0.9) -> list[dict]:
     """One row per scheme and shape: initkit, torch and zero_ timed side by side on one tensor."""
     rows = []
