@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import initkit
+from helpers import missing_extension
 
 ROOT = Path(__file__).resolve().parent.parent
 # Files whose `initkit.X` references must resolve; the GPU-only ones matter most.
@@ -63,9 +64,16 @@ def test_every_referenced_name_exists(name):
     assert name in initkit.__all__, f"initkit.{name} is used (in {sorted(referenced_names()[name])}) but not public"
 
 
-def test_gpu_report_imports_on_a_cpu_machine():
-    # benchmarks/gpu_report.py only runs where a GPU is lent: its imports must not fail there first.
+def test_gpu_report_runs_every_row_on_the_cpu(capsys):
+    # benchmarks/gpu_report.py only runs where a GPU is lent: its imports and every row's code must
+    # not fail there first, so its --cpu dry run (small CPU tensors) runs here.
+    if not initkit.ext_available():
+        missing_extension(f"the report calls the extension's ops ({initkit.ext_error()})")
     spec = importlib.util.spec_from_file_location("gpu_report", ROOT / "benchmarks" / "gpu_report.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines functions; main() runs only as a script
-    assert callable(module.main)
+    assert module.main(["--cpu"]) == 0
+    table = capsys.readouterr().out
+    for row in ("zero_", "uniform_", "normal_", "trunc_normal_ std 1", "CPU==CUDA trunc_normal_fill", "GPT-2 small",
+                "linear_relu fwd+bwd 16x32 bfloat16"):
+        assert row in table, f"no {row!r} row in:\n{table}"
