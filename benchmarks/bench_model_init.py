@@ -10,7 +10,7 @@ import torch
 
 import initkit
 from initkit.bench.gpt2 import GPT2Config, gpt2_on_meta
-from initkit.bench.models import materialize_peak_rss, torch_reinit, traced_plan
+from initkit.bench.models import materialize_peak_rss, reinit_recorded, torch_reinit, traced_plan
 
 IMPLS = ("initkit", "torch")
 
@@ -52,3 +52,20 @@ def test_materialize_peak_rss_gpt2_small():
     measured = materialize_peak_rss(GPT2Config())
     ratio = measured["peak_increase"] / measured["param_bytes"]
     assert ratio <= 1.1, measured
+
+
+@pytest.mark.parametrize("backend", ["ext", "torch"])
+@pytest.mark.parametrize("name", ["gpt2", "bert"])
+def test_reinit_with_the_models_own_scheme(benchmark, name, backend):
+    """initialize(policy="recorded") of a real HF model: initkit's fused fill ("ext") vs the same
+    recipes through torch.nn.init, one call per parameter ("torch")."""
+    from initkit.bench import own_init
+
+    try:
+        fn = own_init.constructor(name)
+    except ImportError as error:
+        pytest.skip(f"needs transformers ({error})")
+    model = initkit.materialize(initkit.deferred_init(fn))
+    benchmark.group = f"reinit-own-scheme-{name}-threads{torch.get_num_threads()}"
+    benchmark.pedantic(reinit_recorded, args=(model, backend), rounds=3, warmup_rounds=1)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

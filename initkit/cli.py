@@ -183,6 +183,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(fills.markdown_table(rows) if args.markdown else fills.format_table(rows))
     print(fills.format_overhead(fills.overhead_rows()))
     print(models.format_rows(models.model_init_rows()))
+    print(models.format_rows(models.recorded_reinit_rows([m for m in chosen if m in ("gpt2", "bert")])))
     print(dense.format_rows(dense.rows(quick=args.quick)))
     print(sharded.format_rows(sharded.rows()))
     if chosen:

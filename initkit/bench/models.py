@@ -1,6 +1,7 @@
 """Model-init benchmark on GPT-2 small (gpt2.py): initkit.initialize vs torch.nn.init per parameter
-with the same distributions, and materialize's peak memory. Used by benchmarks/bench_model_init.py
-and by `initkit bench` (model_init_rows).
+with the same distributions, and materialize's peak memory; and re-initialization of real models
+with their own recorded scheme (recorded_reinit_rows). Used by benchmarks/bench_model_init.py and by
+`initkit bench`.
 """
 
 import json
@@ -12,10 +13,13 @@ import torch
 from torch import nn
 
 from .._ext import torch_fallback
+from .._ext.backend import use_backend
+from ..model import deferred
 from ..model import activations
 from ..model.apply import initialize
 from ..model.materialize import materialize
 from ..model.policy import InitPlan, init_plan
+from . import own_init
 from .gpt2 import GPT2Config, gpt2_on_meta
 from .timing import median_seconds
 
@@ -108,6 +112,37 @@ def model_init_rows(budget_s: float = 2.0) -> list[dict]:
             "ratio": rss["peak_increase"] / rss["param_bytes"],
         },
     ]
+
+
+def reinit_recorded(model: nn.Module, backend: str) -> None:
+    """initialize(policy="recorded"): the model's own scheme, a new seed. On the "torch" backend
+    every recipe runs as torch.nn.init would run it, one call per parameter: the baseline."""
+    with use_backend(backend):
+        deferred.initialize(model, policy="recorded")
+
+
+def recorded_reinit_rows(models=("gpt2", "bert"), budget_s: float = 2.0) -> list[dict]:
+    """Re-initializing a real model (own_init.MODELS, built by deferred_init + materialize) with its
+    own recorded scheme: initkit's fused fill vs the same recipes with torch.nn.init. Models whose
+    library does not import are left out."""
+    rows = []
+    for name in models:
+        try:
+            fn = own_init.constructor(name)
+        except ImportError:
+            continue
+        model = deferred.materialize(deferred.deferred_init(fn))
+        params = sum(p.numel() for p in model.parameters())
+        t = median_seconds({b: (lambda b=b: reinit_recorded(model, b)) for b in ("ext", "torch")}, budget_s)
+        rows.append({
+            "benchmark": f"re-init {own_init.MODELS[name][0]} ({params / 1e6:.0f}M params) with its own scheme",
+            "initkit": t["ext"],
+            "torch": t["torch"],
+            "unit": "s",
+            "ratio": t["torch"] / t["ext"],
+        })
+        del model
+    return rows
 
 
 def format_rows(rows: list[dict]) -> str:
