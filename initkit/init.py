@@ -20,6 +20,7 @@ from torch import Tensor
 from . import schemes, sharded
 from ._ext import torch_fallback
 from ._ext.backend import handles
+from ._ext.fill_ops import FILL_KINDS, FILL_OPS, op_params
 from .schemes import FillSpec
 
 __all__ = [
@@ -60,8 +61,6 @@ __all__ = [
 # tests/test_contract.py). 2: exact truncated normals on narrow and far intervals. 3: float
 # normals (Box-Muller on fmaf) and truncated normals of acceptance >= 0.8 by rejection.
 CONTRACT_VERSION = 3
-# Fill kinds, as numbered by the multi_fill op schema (csrc/initkit.cpp).
-FILL_KINDS = {"uniform": 0, "normal": 1, "trunc_normal": 2}
 _MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
 
 calculate_gain = torch_fallback.calculate_gain
@@ -445,14 +444,8 @@ def multi_fill_(
         raise ValueError(f"multi_fill_: got {len(tensors)} tensors but {len(fills)} fills")
     kinds, flat = [], []
     for kind, params in fills:
-        if kind not in FILL_KINDS:
-            raise ValueError(f"multi_fill_: unknown fill kind {kind!r}; expected one of {list(FILL_KINDS)}")
-        expected = 4 if kind == "trunc_normal" else 2
-        if len(params) != expected:
-            raise ValueError(f"multi_fill_: {kind} takes {expected} parameters, got {len(params)}")
+        flat.extend(op_params(kind, params, "multi_fill_"))
         kinds.append(FILL_KINDS[kind])
-        flat.extend(float(p) for p in params)
-        flat.extend([0.0] * (4 - expected))
     dtensors = [t for t in tensors if sharded.handles(t)]
     if dtensors and all(handles(t) or sharded.handles(t) for t in tensors):
         # Sharded: one key shared by the ranks of the first DTensor's mesh; each rank fills its shards.
@@ -462,7 +455,7 @@ def multi_fill_(
                 sharded.fill(tensor, kind, params, None, seed=key, stream=first_stream + i)
             else:
                 with torch.no_grad():
-                    getattr(torch.ops.initkit, sharded.FILL_OPS[kind])(tensor, *map(float, params), key, first_stream + i)
+                    getattr(torch.ops.initkit, FILL_OPS[kind])(tensor, *map(float, params), key, first_stream + i)
         return tensors
     if tensors and all(handles(t) for t in tensors):
         # One key for the whole list; tensors on different devices (a model split over devices,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ._ext.backend import backend
+from ._ext.fill_ops import FILL_KINDS, FILL_OPS, op_params
 
 try:  # torch.distributed may be built out
     import torch.distributed as dist
@@ -26,9 +27,6 @@ try:  # torch.distributed may be built out
     from torch.distributed.tensor.placement_types import _StridedShard
 except ImportError:  # pragma: no cover
     DTensor = None
-
-FILL_OPS = {"uniform": "uniform_fill", "normal": "normal_fill", "trunc_normal": "trunc_normal_fill"}
-
 
 def is_dtensor(tensor) -> bool:
     return DTensor is not None and isinstance(tensor, DTensor)
@@ -89,9 +87,7 @@ def fill_block(local: Tensor, global_shape, offset, kind: str, params, seed: Ten
     """Fill `local`, the block of a global tensor at `offset`, with its part of the unsharded fill:
     on CPU one _fill_block op call (all runs in one parallel region), elsewhere one fill call per run."""
     if local.device.type == "cpu":
-        from .init import FILL_KINDS
-
-        padded = [float(p) for p in params] + [0.0] * (4 - len(params))
+        padded = op_params(kind, params, "fill_block")
         torch.ops.initkit._fill_block(local, FILL_KINDS[kind], padded, seed, stream, list(global_shape), list(offset))
     else:
         fill_runs(local, global_shape, offset, kind, params, seed, stream)

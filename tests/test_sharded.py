@@ -14,6 +14,7 @@ from torch.distributed.tensor import Replicate, Shard
 
 import initkit
 from initkit import sharded
+from initkit._ext.fill_ops import FILL_OPS
 
 WORKER = Path(__file__).with_name("sharded_worker.py")
 
@@ -57,7 +58,7 @@ def _simulate(global_shape, mesh_shape, placements, kind, params, dtype=torch.fl
         whole[block] = local
         covered[block] += 1
     reference = torch.empty(global_shape, dtype=dtype)
-    getattr(torch.ops.initkit, sharded.FILL_OPS[kind])(reference, *params, seed, 3, 0)
+    getattr(torch.ops.initkit, FILL_OPS[kind])(reference, *params, seed, 3, 0)
     return whole, reference, covered
 
 
@@ -128,7 +129,7 @@ FILLS = [
 def test_fill_block_op_equals_the_block_of_the_unsharded_fill(ext, shape, local_shape, offset, dtype, kind, params):
     seed = torch.tensor(99)
     whole = torch.empty(shape, dtype=dtype)
-    getattr(torch.ops.initkit, sharded.FILL_OPS[kind])(whole, *params, seed, 4, 0)
+    getattr(torch.ops.initkit, FILL_OPS[kind])(whole, *params, seed, 4, 0)
     expected = whole[tuple(slice(o, o + n) for o, n in zip(offset, local_shape))]
     ours = torch.empty(local_shape, dtype=dtype)
     sharded.fill_block(ours, shape, offset, kind, params, seed, 4)
