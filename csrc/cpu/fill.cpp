@@ -31,8 +31,8 @@ constexpr int64_t kLanes = 16;  // Philox blocks generated together (one AVX-512
 // word-major: words[j][lane]. The 32-bit words live in 64-bit lanes so that the 32x32->64
 // products vectorize as plain unsigned multiplies of zero-extended values (about 1.8x faster
 // on AVX-512 than the 32-bit formulation, which GCC widens with 64x64 multiplies).
-INITKIT_HOST_DEVICE void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes], uint32_t attempt,
-                         uint32_t (&words)[4][kLanes]) {
+C10_ALWAYS_INLINE void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes], uint32_t attempt,
+                                     uint32_t (&words)[4][kLanes]) {
   constexpr uint64_t kLow = 0xffffffffu;
   for (int64_t l = 0; l < kLanes; ++l) {
     const uint64_t g = group[l];
@@ -56,7 +56,7 @@ INITKIT_HOST_DEVICE void philox_lanes(const StreamKey& key, const uint64_t (&gro
 }
 
 // Groups g0 .. g0 + kLanes - 1.
-INITKIT_HOST_DEVICE void consecutive_groups(uint64_t g0, uint64_t (&group)[kLanes]) {
+C10_ALWAYS_INLINE void consecutive_groups(uint64_t g0, uint64_t (&group)[kLanes]) {
   for (int64_t l = 0; l < kLanes; ++l) group[l] = g0 + static_cast<uint64_t>(l);
 }
 
@@ -150,13 +150,17 @@ C10_ALWAYS_INLINE void generate_lanes(const Sampler<acc_t>& sampler, const Strea
   }
 }
 
-// 64 float samples for logical elements [4*g0, 4*g0 + 64); the rejection kind's out-of-bounds
-// values are left for redraw_outside.
+// n_blocks * 64 float samples for logical elements [4*g0, 4*g0 + 64 n_blocks): the blocks, then
+// the rejection kind's redraws batched over all of them.
 INITKIT_MULTIVERSION
-void generate_block_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, float* out) {
-  uint64_t group[kLanes];
-  consecutive_groups(g0, group);
-  generate_lanes<float, true>(sampler, key, group, out);
+void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, int64_t n_blocks,
+                         float* out) {
+  for (int64_t k = 0; k < n_blocks; ++k) {
+    uint64_t group[kLanes];
+    consecutive_groups(g0 + kLanes * k, group);
+    generate_lanes<float, true>(sampler, key, group, out + kBlockF32 * k);
+  }
+  if (sampler.kind == FillKind::TruncNormalByRejection) redraw_outside(sampler, key, g0, kBlockF32 * n_blocks, out);
 }
 
 // 32 double samples for logical elements [2*g0, 2*g0 + 32).
@@ -198,6 +202,30 @@ class StridedCursor {
   std::vector<int64_t> sizes_, strides_, index_;
   int64_t offset_ = 0;
 };
+
+// Stores src[0, count) at the tensor's local indices [local, local + count): converted to scalar_t,
+// contiguous or through `cursor` (which then walks on). Rounding to half/bfloat16 can reach a
+// uniform's `high`; torch keeps uniform_ half-open.
+template <typename scalar_t, typename acc_t>
+void store_values(const Sampler<acc_t>& s, const acc_t* __restrict src, int64_t count, scalar_t* data, int64_t local,
+                  StridedCursor* cursor) {
+  const bool keep_half_open = s.kind == FillKind::Uniform && !std::is_same_v<scalar_t, acc_t>;
+  if (cursor == nullptr && !keep_half_open) {  // the common case: a plain (converting) copy
+    scalar_t* __restrict dst = data + local;
+    for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    scalar_t v = static_cast<scalar_t>(src[i]);
+    if (keep_half_open && !(static_cast<acc_t>(v) < s.hi)) v = static_cast<scalar_t>(s.lo);
+    if (cursor == nullptr) {
+      data[local + i] = v;
+    } else {
+      data[cursor->offset()] = v;
+      cursor->next();
+    }
+  }
+}
 
 // One tensor of a (multi-)fill, with everything precomputed on the calling thread.
 struct FillJob {
@@ -241,30 +269,15 @@ void fill_blocks(const FillJob& job, int64_t block_begin, int64_t block_end) {
       // Whole chunk inside a contiguous float tensor: generate in place.
       if (job.contiguous && hi - lo == n_blocks * kBlock) target = data + lo;
     }
-    for (int64_t k = 0; k < n_blocks; ++k) {
-      if constexpr (std::is_same_v<acc_t, double>) {
-        generate_block_f64(job.sampler_f64, job.key, g0 + kLanes * k, target + kBlock * k);
-      } else {
-        generate_block_f32(job.sampler_f32, job.key, g0 + kLanes * k, target + kBlock * k);
-      }
-    }
-    if constexpr (std::is_same_v<acc_t, float>) {
-      if (job.sampler_f32.kind == FillKind::TruncNormalByRejection)
-        redraw_outside(job.sampler_f32, job.key, g0, kBlock * n_blocks, target);
-    }
-    if (target != values) continue;
-    const acc_t* src = values + (lo + job.offset - chunk_logical);
-    const bool keep_half_open = job.sampler_f32.kind == FillKind::Uniform && !std::is_same_v<scalar_t, acc_t>;
-    for (int64_t i = lo; i < hi; ++i, ++src) {
-      scalar_t v = static_cast<scalar_t>(*src);
-      // Rounding to half/bfloat16 can reach `high`; torch keeps uniform_ half-open.
-      if (keep_half_open && !(static_cast<acc_t>(v) < job.sampler_f32.hi)) v = static_cast<scalar_t>(job.sampler_f32.lo);
-      if (job.contiguous) {
-        data[i] = v;
-      } else {
-        data[cursor->offset()] = v;
-        cursor->next();
-      }
+    if constexpr (std::is_same_v<acc_t, double>) {
+      generate_block_f64(job.sampler_f64, job.key, g0, target);  // (kChunk is 1)
+      store_values(job.sampler_f64, values + (lo + job.offset - chunk_logical), hi - lo, data, lo,
+                   cursor ? &*cursor : nullptr);
+    } else {
+      generate_blocks_f32(job.sampler_f32, job.key, g0, n_blocks, target);
+      if (target == values)
+        store_values(job.sampler_f32, values + (lo + job.offset - chunk_logical), hi - lo, data, lo,
+                     cursor ? &*cursor : nullptr);
     }
   }
 }
@@ -385,9 +398,6 @@ void fill_block_items(const BlockPlan& plan, int64_t item_begin, int64_t item_en
   } else {
     sampler = &plan.sampler_f32;
   }
-  // Rounding to half/bfloat16 can reach `high`; torch keeps uniform_ half-open.
-  const bool keep_half_open = sampler->kind == FillKind::Uniform && !std::is_same_v<scalar_t, acc_t>;
-
   // The batch: kLanes groups, and the segments of their samples that belong to the block, in local order.
   alignas(64) acc_t values[kBlock];
   uint64_t group[kLanes];
@@ -411,8 +421,7 @@ void fill_block_items(const BlockPlan& plan, int64_t item_begin, int64_t item_en
     if constexpr (std::is_same_v<acc_t, double>) {
       generate_lanes(*sampler, plan.key, group, target);  // (double is not multiversioned: one kernel)
     } else if (consecutive) {
-      generate_block_f32(*sampler, plan.key, group[0], target);
-      if (sampler->kind == FillKind::TruncNormalByRejection) redraw_outside(*sampler, plan.key, group[0], kBlock, target);
+      generate_blocks_f32(*sampler, plan.key, group[0], 1, target);
     } else {
       generate_lanes_f32(*sampler, plan.key, group, target);
     }
@@ -420,24 +429,8 @@ void fill_block_items(const BlockPlan& plan, int64_t item_begin, int64_t item_en
       local += kBlock;
     } else {
       for (int k = 0; k < segments; ++k) {
-        const acc_t* __restrict src = values + seg_from[k];
-        const int64_t count = seg_count[k];
-        if (plan.contiguous && !keep_half_open) {  // the common case: a plain (converting) copy
-          scalar_t* __restrict dst = data + local;
-          for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(src[i]);
-        } else {
-          for (int64_t i = 0; i < count; ++i) {
-            scalar_t v = static_cast<scalar_t>(src[i]);
-            if (keep_half_open && !(static_cast<acc_t>(v) < sampler->hi)) v = static_cast<scalar_t>(sampler->lo);
-            if (plan.contiguous) {
-              data[local + i] = v;
-            } else {
-              data[cursor->offset()] = v;
-              cursor->next();
-            }
-          }
-        }
-        local += count;
+        store_values(*sampler, values + seg_from[k], seg_count[k], data, local, cursor ? &*cursor : nullptr);
+        local += seg_count[k];
       }
     }
     lanes = segments = 0;
