@@ -1,10 +1,15 @@
 """The reproducibility contract, pinned: for a given (key, stream, offset) the fills give exactly
 these values. A change of any value is a new contract version (initkit.init.CONTRACT_VERSION and
 the README's reproducibility section say which, and what changed); this test then gets the new
-values. Version 3: float normals on fmaf (every float normal and truncated normal changed) and
+values, and digests of 65536-value fills (six values can miss a last-bit change: version 4 kept
+all six pinned values of every fill). Version 4: the float log on a degree-6 polynomial (float32,
+float16 and bfloat16 normals and truncated normals differ in the last bits; uniform and float64
+values are version 3's). Version 3: float normals on fmaf (every float normal and truncated normal changed) and
 rejection from acceptance 0.8 (the +-2 std truncated normal changed in every dtype); uniform and
 float64 normal values are version 2's. Version 2: the truncated normal's narrow, far-tail and
 far-from-the-mean intervals moved to exact rejection samplers (version 1 was wrong there)."""
+
+import hashlib
 
 import pytest
 import torch
@@ -27,10 +32,25 @@ GOLDEN = {
     ("trunc_normal_fill", (0.0, 1.0, 13.2, 14.2), "float32"): ["0x1.a79e460000000p+3", "0x1.a9ba060000000p+3", "0x1.aa0b3a0000000p+3", "0x1.a6a6160000000p+3", "0x1.acde580000000p+3", "0x1.a6913e0000000p+3"],
     ("trunc_normal_fill", (0.0, 1.0, 13.2, 14.2), "float64"): ["0x1.abf61db8ed451p+3", "0x1.acdd49dd224efp+3", "0x1.a6c5868a1083dp+3", "0x1.a668b8fc1b0c6p+3", "0x1.aa4043db036abp+3", "0x1.a9b6f603af67fp+3"],
 }
+# sha256 (first 16 hex digits) of the bytes of the same fills over 65536 elements.
+DIGEST = {
+    ("uniform_fill", (-1.0, 1.0), "float32"): "12a4715facb30b90",
+    ("uniform_fill", (-1.0, 1.0), "float64"): "dcee22565213bc4b",
+    ("normal_fill", (0.0, 1.0), "float32"): "803c2f95c6c640d7",
+    ("normal_fill", (0.0, 1.0), "float64"): "a4df7a600b4f6830",
+    ("trunc_normal_fill", (0.0, 0.02, -2.0, 2.0), "float32"): "ed5eb75c14a3095e",
+    ("trunc_normal_fill", (0.0, 0.02, -2.0, 2.0), "float64"): "844eb1ec70da5817",
+    ("trunc_normal_fill", (0.0, 1.0, -2.0, 2.0), "float32"): "c6f7d712f8f1b5a1",
+    ("trunc_normal_fill", (0.0, 1.0, -2.0, 2.0), "float64"): "82dd47604f3af52f",
+    ("trunc_normal_fill", (0.0, 1.0, -0.001, 0.001), "float32"): "fb573a286f04552a",
+    ("trunc_normal_fill", (0.0, 1.0, -0.001, 0.001), "float64"): "729014db04e346f3",
+    ("trunc_normal_fill", (0.0, 1.0, 13.2, 14.2), "float32"): "3e0f4482cd11ca61",
+    ("trunc_normal_fill", (0.0, 1.0, 13.2, 14.2), "float64"): "fd6f174c08dfd5a1",
+}
 
 
 def test_contract_version():
-    assert initkit.init.CONTRACT_VERSION == 3
+    assert initkit.init.CONTRACT_VERSION == 4
 
 
 @pytest.mark.parametrize("op, params, dtype", list(GOLDEN))
@@ -39,3 +59,10 @@ def test_values_are_the_pinned_ones(ext, op, params, dtype):
     getattr(torch.ops.initkit, op)(t, *params, SEED, STREAM, OFFSET)
     expected = torch.tensor([float.fromhex(h) for h in GOLDEN[op, params, dtype]], dtype=t.dtype)
     assert torch.equal(t, expected), (t.tolist(), expected.tolist())
+
+
+@pytest.mark.parametrize("op, params, dtype", list(DIGEST))
+def test_digests_are_the_pinned_ones(ext, op, params, dtype):
+    t = torch.empty(1 << 16, dtype=getattr(torch, dtype))
+    getattr(torch.ops.initkit, op)(t, *params, SEED, STREAM, OFFSET)
+    assert hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16] == DIGEST[op, params, dtype]

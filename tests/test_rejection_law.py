@@ -1,5 +1,5 @@
-"""The CPU's batched rejection redraws (cpu/fill.cpp: redraw_outside, 16 lanes with gathered
-counters) give exactly the per-element law of common/fill_sampler.h (sample_lanes<1>, what the
+"""The CPU's batched rejection redraws (cpu/fill.cpp: redraw_outside, 32 lanes with gathered
+counters, one queue across attempts) give exactly the per-element law of common/fill_sampler.h (sample_lanes<1>, what the
 CUDA kernel runs): a small C++ program evaluates that law element by element from the shared
 header, and its bits must equal the op's."""
 
@@ -61,3 +61,16 @@ def test_batched_redraws_are_the_per_element_law(ext, law_program, bounds, offse
     expected = torch.from_numpy(np.array([int(h, 16) for h in run.stdout.split()], dtype=np.uint32).view(np.int32))
     got = t.contiguous().view(-1).view(torch.int32)
     assert torch.equal(got, expected), f"{(got != expected).sum().item()} of {n} values differ"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_bounds_no_normal_reaches_give_the_normal_fill(ext, dtype):
+    # +-2 at std 0.02 is 100 std: make_sampler runs these as the normal fill (no bounds checks), which
+    # is what rejection gives there, since no normal ever falls outside.
+    seed = torch.tensor(424242)
+    t = torch.empty(300, 333, dtype=dtype)
+    torch.ops.initkit.trunc_normal_fill(t, 0.1, 0.02, -2.0, 2.0, seed, 2, 7)
+    expected = torch.empty_like(t)
+    torch.ops.initkit.normal_fill(expected, 0.1, 0.02, seed, 2, 7)
+    assert torch.equal(t, expected)
+
