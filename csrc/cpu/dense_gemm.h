@@ -265,15 +265,18 @@ inline std::unordered_map<GemmKey, Engine, GemmKeyHash>& choices() {
 // and each engine's median is kept. Rounds: as many as fit in kCalibrationBudgetS, between
 // kMinRounds and kMaxRounds; where one round alone exceeds the budget (large shapes, a GEMM takes
 // milliseconds) the first run counts as a sample too. When the two fastest medians are within
-// kRetimeMargin the same number of rounds is timed again and the medians are taken over all. A
+// kRetimeMargin (and the rounds took under kRetimeBudgetS) the same number of rounds is timed again
+// and the medians are taken over all. A
 // winner other than MKL (eager F.linear's engine) must beat MKL's median by kSwitchMargin: a near
 // tie goes to MKL, so a noisy calibration cannot leave the op slower than eager. Cost, once per
-// shape: about kCalibrationBudgetS (20 ms) for small and medium GEMMs, otherwise kMinRounds (x2 on a
-// near tie) calls of each engine.
+// shape and pass: 2 x kCalibrationBudgetS (20 ms) at most for small and medium GEMMs (measured
+// 10-12 ms at 32x256 and 64x256), otherwise kMinRounds calls of each engine (x2 on a near tie below
+// kRetimeBudgetS): about 9-18 calls of the GEMM, e.g. 0.14 s at 256x1024 on the loaded 2-core VM.
 constexpr int kMinRounds = 3;
 constexpr int kMaxRounds = 15;
 constexpr double kCalibrationBudgetS = 0.02;
 constexpr double kRetimeMargin = 0.05;
+constexpr double kRetimeBudgetS = 0.1;  // no re-timing after rounds this long (seconds of GEMMs)
 constexpr double kSwitchMargin = 0.03;
 
 inline at::Tensor calibrate(const bool (&usable)[kEngines], const at::Tensor& a, const at::Tensor& b,
@@ -316,8 +319,11 @@ inline at::Tensor calibrate(const bool (&usable)[kEngines], const at::Tensor& a,
       if (e != best) second = std::min(second, median[e]);
     return std::make_pair(best, second);
   };
+  const auto start = std::chrono::steady_clock::now();
   auto [best, second] = time_rounds(std::max(rounds, 1));
-  if (second < median[best] * (1 + kRetimeMargin)) std::tie(best, second) = time_rounds(std::max(rounds, 1));
+  const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (second < median[best] * (1 + kRetimeMargin) && spent < kRetimeBudgetS)
+    std::tie(best, second) = time_rounds(std::max(rounds, 1));
   const int mkl = static_cast<int>(Engine::kMkl);
   if (best != mkl && median[best] * (1 + kSwitchMargin) > median[mkl]) best = mkl;
   *winner = static_cast<Engine>(best);
