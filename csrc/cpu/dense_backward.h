@@ -84,8 +84,9 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> relu_grad_and_bias(const
   const int64_t rows = g.size(0), n = g.size(1);
   at::Tensor grad_pre = at::empty({rows, n}, g.options().memory_format(at::MemoryFormat::Contiguous));
   const int64_t blocks = (rows + kBiasRows - 1) / kBiasRows;
-  at::Tensor partials = bias_grad ? at::empty({blocks, n}, g.options()) : at::Tensor();
   at::Tensor grad_bias = bias_grad ? at::empty({n}, g.options()) : at::Tensor();
+  // One block (up to kBiasRows rows): its partial row is the sum itself.
+  at::Tensor partials = bias_grad && blocks > 1 ? at::empty({blocks, n}, g.options()) : grad_bias;
   AT_DISPATCH_FLOATING_TYPES(dtype, "initkit_relu_grad_cpu", [&] {
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const scalar_t* op = o.data_ptr<scalar_t>();
@@ -99,7 +100,7 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> relu_grad_and_bias(const
         relu_grad_rows_isa(gp, sg, op, so, dp, pp != nullptr ? pp + blk * n : nullptr, r0, r1, n);
       }
     });
-    if (bias_grad) {
+    if (bias_grad && blocks != 1) {
       scalar_t* sp = grad_bias.data_ptr<scalar_t>();
       const int64_t col_grain = std::max<int64_t>(256, 32768 / std::max<int64_t>(1, blocks));
       at::parallel_for(0, n, col_grain, [&](int64_t c0, int64_t c1) { sum_blocks_isa(pp, blocks, n, sp, c0, c1); });
