@@ -94,6 +94,33 @@ def test_grads_match_torch_and_skip_unneeded(backend):
     assert x.grad is None
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rows", [1, 63, 64, 300])  # around the fused bias sum's 64-row blocks
+def test_backward_nan_inf_and_broadcast_grad_match_torch(backend, dtype, rows):
+    """The ReLU mask and the bias gradient (one fused pass on CPU) as threshold_backward and sum:
+    a NaN output passes its gradient, inf/NaN gradients propagate, and an expanded (stride-0)
+    gradient from .sum() works."""
+    x, w, b = make((rows,), 40, 70, dtype=dtype)
+    x[0, 0] = float("nan")  # row 0: NaN outputs
+    b[1] = -float("inf")  # column 1: always masked
+    b[2] = float("inf")  # column 2: inf outputs
+    g = torch.randn(rows, 70, dtype=dtype)
+    g[-1, 3] = float("inf")
+    g[-1, 4] = float("nan")
+    for grad in (g, None):  # None: out.sum().backward(), an expanded gradient
+        ours = [t.clone().requires_grad_() for t in (x, w, b)]
+        theirs = [t.clone().requires_grad_() for t in (x, w, b)]
+        out_ours, out_theirs = linear_relu(*ours), reference(*theirs)
+        if grad is None:
+            out_ours.sum().backward()
+            out_theirs.sum().backward()
+        else:
+            out_ours.backward(grad)
+            out_theirs.backward(grad)
+        for a, r in zip(ours, theirs):
+            torch.testing.assert_close(a.grad, r.grad, equal_nan=True, rtol=1e-4, atol=1e-4)
+
+
 def test_double_backward_raises(ext):
     x, w, b = make((3,), 4, 5)
     w.requires_grad_()

@@ -12,6 +12,7 @@
 
 #include "../common/dense_ops.h"
 #include "../common/linear_checks.h"
+#include "../cpu/dense_backward.h"
 #include "../cpu/dense_gemm.h"
 #include "no_double_backward.h"
 
@@ -21,17 +22,19 @@ namespace {
 using OptionalTensor = std::optional<at::Tensor>;
 using BackwardResult = std::tuple<OptionalTensor, OptionalTensor, OptionalTensor>;
 
-// Plain ATen math, so one kernel serves every device (and fake tensors use the Python fake).
+// ATen math, so one kernel serves every device (and fake tensors use the Python fake); on CPU the
+// mask and the bias gradient take one fused pass and the GEMMs the per-shape engine choice.
 BackwardResult linear_relu_backward_math(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& input,
                                          const at::Tensor& weight, std::array<bool, 3> output_mask) {
   check_linear_backward_args("initkit::_linear_relu_backward", grad_out, out, input, weight);
   const int64_t outs = weight.size(0), ins = weight.size(1);
   const int64_t rows = leading_rows(input);
-  const at::Tensor grad_pre = at::threshold_backward(grad_out, out, 0).reshape({rows, outs});
-  OptionalTensor grad_input, grad_weight, grad_bias;
+  // One pass on CPU: the ReLU mask and the bias gradient's column sums (cpu/dense_backward.h).
+  auto [grad_pre, grad_bias] =
+      cpu::relu_grad_and_bias(grad_out.reshape({rows, outs}), out.reshape({rows, outs}), output_mask[2]);
+  OptionalTensor grad_input, grad_weight;
   if (output_mask[0]) grad_input = cpu::mm_nt(grad_pre, weight.t()).view(input.sizes());
   if (output_mask[1]) grad_weight = cpu::mm_nt(grad_pre.t(), input.reshape({rows, ins}).t());
-  if (output_mask[2]) grad_bias = grad_pre.sum(0);
   return {grad_input, grad_weight, grad_bias};
 }
 

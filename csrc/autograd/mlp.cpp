@@ -14,6 +14,7 @@
 
 #include "../common/dense_ops.h"
 #include "../common/linear_checks.h"
+#include "../cpu/dense_backward.h"
 #include "../cpu/dense_gemm.h"
 #include "no_double_backward.h"
 
@@ -33,13 +34,18 @@ BackwardResult mlp_backward_math(const at::Tensor& grad_out, const at::Tensor& i
   const int64_t rows = leading_rows(input);
   std::vector<at::Tensor> grad_weights(layers), grad_biases;
   at::Tensor grad = grad_out.reshape({rows, weights[layers - 1].size(0)});  // gradient of layer i's pre-activation
+  // Layer i's bias gradient: the last layer's (no ReLU) summed here, the others during the mask pass.
+  OptionalTensor bias_pending = present(biases.get(layers - 1)) ? OptionalTensor(grad.sum(0)) : std::nullopt;
   OptionalTensor grad_input;
   for (size_t i = layers; i-- > 0;) {
     const at::Tensor layer_input = i == 0 ? input.reshape({rows, input.size(-1)}) : hidden[i - 1];
     grad_weights[i] = cpu::mm_nt(grad.t(), layer_input.t());
-    if (present(biases.get(i))) grad_biases.push_back(grad.sum(0));
+    if (bias_pending.has_value()) grad_biases.push_back(*bias_pending);
+    bias_pending.reset();
     if (i > 0) {
-      grad = at::threshold_backward(cpu::mm_nt(grad, weights[i].t()), hidden[i - 1], 0);
+      // The mask of layer i - 1 and its bias gradient in one pass (cpu/dense_backward.h).
+      std::tie(grad, bias_pending) =
+          cpu::relu_grad_and_bias(cpu::mm_nt(grad, weights[i].t()), hidden[i - 1], present(biases.get(i - 1)));
     } else if (input_grad) {
       grad_input = cpu::mm_nt(grad, weights[0].t()).view(input.sizes());
     }

@@ -9,12 +9,12 @@
 //     tile), which wins where the other two spend more on fixed per-call costs than on FLOPs.
 // No engine wins everywhere. The rule: shapes with fewer than kCalibrateMinMacs multiply-adds go
 // to MKL (oneDNN's fixed cost per call is larger than the whole GEMM there); for the others, the
-// first call of each (M, N, K, dtype, strides, bias, threads) times every usable engine on its own data (best of
-// kCalibrationRuns after a warm-up; one run each above kQuickCalibrationMacs, where one GEMM
-// takes milliseconds and the warm-up is noise), keeps the winner for the process and returns
-// the winner's result. Measured, not guessed: which engine wins depends on the shape, the
-// operand strides (backward passes transposed views) and the CPU, and differs between forward
-// and backward at the same layer size (issue 10). INITKIT_CPU_GEMM=mkl, =onednn or =initkit pins one
+// first call of each (M, N, K, dtype, strides, bias, threads) times every usable engine on its own
+// data (calibrate() below: interleaved rounds, medians, a re-timing on near ties, MKL kept unless
+// beaten by a margin), keeps the winner for the process and returns the winner's result. Measured,
+// not guessed: which engine wins depends on the shape, the operand strides (backward passes
+// transposed views) and the CPU, and differs between forward and backward at the same layer size
+// (issue 10). INITKIT_CPU_GEMM=mkl, =onednn or =initkit pins one
 // engine where it can run (e.g. for bit-identical results across processes: the engines round
 // differently).
 //
@@ -53,8 +53,6 @@ namespace initkit {
 namespace cpu {
 
 constexpr int64_t kCalibrateMinMacs = 1 << 16;
-constexpr int64_t kQuickCalibrationMacs = int64_t(1) << 30;
-constexpr int kCalibrationRuns = 3;
 constexpr size_t kMaxPacked = 256;
 
 enum class Engine : uint8_t { kMkl, kOneDnn, kOwn };
@@ -237,14 +235,16 @@ inline bool engine_usable(Engine engine, const at::Tensor& a, const at::Tensor& 
 
 // ---- the per-shape choice ------------------------------------------------------------------
 
-using GemmKey = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, bool, int>;
+// (M, N, K, dtype, a contiguous, b contiguous, bias, weights packable, threads). Packable (inference)
+// and training calls differ: only the former reuse packed weights.
+using GemmKey = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, bool, bool, int>;
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& k) const {
     size_t h = 0;
     const auto mix = [&h](size_t v) { h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
     mix(std::get<0>(k)), mix(std::get<1>(k)), mix(std::get<2>(k)), mix(std::get<3>(k));
-    mix(std::get<4>(k)), mix(std::get<5>(k)), mix(std::get<6>(k)), mix(std::get<7>(k));
+    mix(std::get<4>(k)), mix(std::get<5>(k)), mix(std::get<6>(k)), mix(std::get<7>(k)), mix(std::get<8>(k));
     return h;
   }
 };
@@ -259,6 +259,77 @@ inline std::unordered_map<GemmKey, Engine, GemmKeyHash>& choices() {
   return table;
 }
 
+// The calibration of one shape, on this call's own data. Each usable engine runs once first (oneDNN
+// creates its primitive, the own kernel packs its panels); then the engines are timed in rounds,
+// interleaved, the order rotating each round (a load change on the shared machine hits all alike),
+// and each engine's median is kept. Rounds: as many as fit in kCalibrationBudgetS, between
+// kMinRounds and kMaxRounds; where one round alone exceeds the budget (large shapes, a GEMM takes
+// milliseconds) the first run counts as a sample too. When the two fastest medians are within
+// kRetimeMargin (and the rounds took under kRetimeBudgetS) the same number of rounds is timed again
+// and the medians are taken over all. A
+// winner other than MKL (eager F.linear's engine) must beat MKL's median by kSwitchMargin: a near
+// tie goes to MKL, so a noisy calibration cannot leave the op slower than eager. Cost, once per
+// shape and pass: 2 x kCalibrationBudgetS (20 ms) at most for small and medium GEMMs (measured
+// 10-12 ms at 32x256 and 64x256), otherwise kMinRounds calls of each engine (x2 on a near tie below
+// kRetimeBudgetS): about 9-18 calls of the GEMM, e.g. 0.14 s at 256x1024 on the loaded 2-core VM.
+constexpr int kMinRounds = 3;
+constexpr int kMaxRounds = 15;
+constexpr double kCalibrationBudgetS = 0.02;
+constexpr double kRetimeMargin = 0.05;
+constexpr double kRetimeBudgetS = 0.1;  // no re-timing after rounds this long (seconds of GEMMs)
+constexpr double kSwitchMargin = 0.03;
+
+inline at::Tensor calibrate(const bool (&usable)[kEngines], const at::Tensor& a, const at::Tensor& b,
+                            const std::optional<at::Tensor>& bias, bool relu, Engine* winner) {
+  std::vector<double> samples[kEngines];
+  at::Tensor result[kEngines];
+  int order[kEngines], count = 0;
+  for (int e = 0; e < kEngines; ++e)
+    if (usable[e]) order[count++] = e;
+  const auto timed = [&](int e) {
+    const auto start = std::chrono::steady_clock::now();
+    result[e] = gemm_with(static_cast<Engine>(e), a, b, bias, relu);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  double round_s = 0;
+  double first[kEngines] = {};
+  for (int i = 0; i < count; ++i) round_s += first[order[i]] = timed(order[i]);
+  int rounds = static_cast<int>(kCalibrationBudgetS / std::max(round_s, 1e-9));
+  if (rounds < kMinRounds) {  // a GEMM of milliseconds: the first run is a sample (its setup cost is noise)
+    for (int i = 0; i < count; ++i) samples[order[i]].push_back(first[order[i]]);
+    rounds = kMinRounds - 1;
+  }
+  rounds = std::min(rounds, kMaxRounds);
+  double median[kEngines];
+  const auto time_rounds = [&](int n) {
+    for (int r = 0; r < n; ++r) {
+      std::rotate(order, order + 1, order + count);
+      for (int i = 0; i < count; ++i) samples[order[i]].push_back(timed(order[i]));
+    }
+    for (int e = 0; e < kEngines; ++e) {
+      median[e] = std::numeric_limits<double>::infinity();
+      if (!usable[e]) continue;
+      std::vector<double> s = samples[e];
+      std::nth_element(s.begin(), s.begin() + s.size() / 2, s.end());
+      median[e] = s[s.size() / 2];
+    }
+    int best = static_cast<int>(std::min_element(median, median + kEngines) - median);
+    double second = std::numeric_limits<double>::infinity();
+    for (int e = 0; e < kEngines; ++e)
+      if (e != best) second = std::min(second, median[e]);
+    return std::make_pair(best, second);
+  };
+  const auto start = std::chrono::steady_clock::now();
+  auto [best, second] = time_rounds(std::max(rounds, 1));
+  const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (second < median[best] * (1 + kRetimeMargin) && spent < kRetimeBudgetS)
+    std::tie(best, second) = time_rounds(std::max(rounds, 1));
+  const int mkl = static_cast<int>(Engine::kMkl);
+  if (best != mkl && median[best] * (1 + kSwitchMargin) > median[mkl]) best = mkl;
+  *winner = static_cast<Engine>(best);
+  return result[best];
+}
+
 // c = relu?(a @ b.T (+ bias)) on the chosen engine; contiguous [M, N] output.
 inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias, bool relu) {
   bool usable[kEngines];
@@ -270,34 +341,19 @@ inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::o
   const double macs = static_cast<double>(m) * n * k;
   if (macs < kCalibrateMinMacs) return gemm_mkl(a, b, bias, relu);
   const GemmKey key{m, n, k, static_cast<int>(a.scalar_type()), a.is_contiguous(), b.is_contiguous(),
-                    bias.has_value() && bias->defined(), at::get_num_threads()};
+                    bias.has_value() && bias->defined(), pack_weights_allowed(), at::get_num_threads()};
   {
     std::lock_guard<std::mutex> lock(choice_mutex());
     const auto it = choices().find(key);
     if (it != choices().end()) return gemm_with(it->second, a, b, bias, relu);
   }
-  // Calibrate on this call's own data: alternate the engines, keep each one's best time.
-  double best[kEngines];
-  std::fill(best, best + kEngines, std::numeric_limits<double>::infinity());
-  at::Tensor result[kEngines];
-  const bool quick = macs > kQuickCalibrationMacs;
-  const int first_timed = quick ? 0 : 1;  // run 0 warms up (oneDNN creates its primitive)
-  const int runs = quick ? 1 : kCalibrationRuns + 1;
-  for (int run = 0; run < runs; ++run) {
-    for (int e = 0; e < kEngines; ++e) {
-      if (!usable[e]) continue;
-      const auto start = std::chrono::steady_clock::now();
-      result[e] = gemm_with(static_cast<Engine>(e), a, b, bias, relu);
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (run >= first_timed && seconds < best[e]) best[e] = seconds;
-    }
-  }
-  const Engine winner = static_cast<Engine>(std::min_element(best, best + kEngines) - best);
+  Engine winner = Engine::kMkl;
+  at::Tensor result = calibrate(usable, a, b, bias, relu, &winner);
   {
     std::lock_guard<std::mutex> lock(choice_mutex());
     choices().emplace(key, winner);
   }
-  return result[static_cast<int>(winner)];
+  return result;
 }
 
 // a [M, K] @ b [N, K].T on any device: the engine choice above on CPU, at::mm elsewhere.
