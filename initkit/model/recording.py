@@ -193,7 +193,7 @@ class Recorder:
         record, chain, full = self.lookup(tensor)
         fill = function.spec(tensor, *args, **kwargs)  # torch's errors for bad arguments, now
         if fill is not None and full:
-            record.write(fill, full=True)
+            record.write(fill.keyed(function.generator(args, kwargs)), full=True)
         else:
             record.write(self._replay(function.original, chain, args, kwargs), full)
         return tensor
@@ -212,7 +212,7 @@ class Recorder:
         fill = self._as_fill(name, args, kwargs) if full else None
         affine = self._as_affine(name, args, kwargs) if full else None
         if fill is not None:
-            record.write(fill, full=True)
+            record.write(fill.keyed(kwargs.get("generator")), full=True)
         elif affine is not None and isinstance(record.base, Fill) and not record.ops:
             record.base = record.base.scaled(*affine)
         else:
