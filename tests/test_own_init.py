@@ -146,10 +146,13 @@ def test_patch_routes_to_initkit_and_restores(ext):
     assert all(getattr(torch_init, name) is fn for name, fn in originals.items())
     assert linear_module_init is torch_init
     torch.manual_seed(5)
+    eager = _installed(lambda: nn.Linear(32, 16))  # every fill written at its call
+    torch.manual_seed(5)
     weight, bias = torch.empty(16, 32), torch.empty(16)
     initkit.kaiming_uniform_(weight, a=math.sqrt(5))
     initkit.uniform_(bias, -1 / math.sqrt(32), 1 / math.sqrt(32))
-    assert torch.equal(layer.weight, weight) and torch.equal(layer.bias, bias)
+    for model in (layer, eager):  # the block's postponed writes give the eager values
+        assert torch.equal(model.weight, weight) and torch.equal(model.bias, bias)
 
 
 def test_patch_install_uninstall():
@@ -319,20 +322,29 @@ def test_patch_passes_a_positional_generator(ext):
 # ---- tensor methods under patch(); generator= under patch() and deferred_init -----------------
 
 
+def _installed(fn):
+    initkit.patch.install()  # eager: every fill written at its call, with its own key
+    try:
+        return fn()
+    finally:
+        initkit.patch.uninstall()
+
+
 def test_patch_routes_random_tensor_methods(backend):
-    torch.manual_seed(11)
-    with initkit.patch():
+    def build():
         layer = nn.Linear(40, 30)
         with torch.no_grad():
             layer.weight.data.normal_(0.0, 0.02)
             layer.bias.uniform_(-0.5, to=0.5)
-        half = torch.empty(7, 9, dtype=torch.bfloat16).normal_(std=3.0)
+        return layer, torch.empty(7, 9, dtype=torch.bfloat16).normal_(std=3.0)
+
+    torch.manual_seed(11)
+    layer, half = _installed(build)
     assert "normal_" not in torch.Tensor.__dict__ and "uniform_" not in torch.Tensor.__dict__  # restored
     torch.manual_seed(11)
     expected = nn.Linear(40, 30)  # outside patch(): torch's samplers for the constructor's own init ...
     torch.manual_seed(11)
-    with initkit.patch():
-        nn.Linear(40, 30)  # ... so replay the same key draws: kaiming weight, bias
+    _installed(lambda: nn.Linear(40, 30))  # ... so replay the same key draws: kaiming weight, bias
     weight, bias = torch.empty(30, 40), torch.empty(30)
     initkit.normal_(weight, 0.0, 0.02)
     initkit.uniform_(bias, -0.5, 0.5)
@@ -425,32 +437,30 @@ class _Reads(nn.Module):
         self.b = nn.Linear(32, 16)
         self.c = nn.Linear(16, 8)
         self.d = nn.Linear(8, 4)
-        self.e = nn.Linear(4, 2)
         self.a_max = self.a.weight.abs().max().item()  # a read right after the constructor's fill
-        self.b_data = self.b.weight.data  # an alias taken before the re-init
         self.c_param = nn.Parameter(self.c.weight)  # an alias torch functions do not show ...
         self.c_sum = self.c_param.sum().item()  # ... read before anything else uses c.weight
         self.d_state = copy.deepcopy(self.d.state_dict())
-        for layer in (self.a, self.b, self.c, self.d, self.e):
+        seeded = torch.Generator().manual_seed(1)
+        for layer in (self.a, self.b, self.c, self.d):
             torch_init.normal_(layer.weight, 0.0, 0.05)  # the model's own init over the constructor's
             torch_init.zeros_(layer.bias)
+        torch_init.uniform_(self.b.weight, -0.1, 0.1, generator=seeded)
 
 
 def test_patch_block_postpones_writes_and_keeps_every_value(ext):
     torch.manual_seed(4)
-    initkit.patch.install()  # eager: every write at its call
-    try:
-        eager = _Reads()
-    finally:
-        initkit.patch.uninstall()
+    eager = _installed(_Reads)
     torch.manual_seed(4)
     with initkit.patch():
         block = _Reads()
     for name, param in eager.named_parameters():
         assert torch.equal(param, block.get_parameter(name)), name
-    assert block.a_max == eager.a_max and torch.equal(block.b_data, eager.b_data)
-    assert torch.equal(block.c_param, eager.c_param) and block.c_sum == eager.c_sum
+    assert block.a_max == eager.a_max and block.c_sum == eager.c_sum
+    assert torch.equal(block.c_param, eager.c_param)
     assert all(torch.equal(v, eager.d_state[k]) for k, v in block.d_state.items())
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(block.b.weight, initkit.uniform_(torch.empty(16, 32), -0.1, 0.1, generator=g))
 
 
 def test_patch_block_skips_a_write_that_a_later_fill_replaces(ext):
@@ -479,6 +489,20 @@ def test_patch_block_writes_what_it_postponed_when_the_block_fails(ext):
     torch.manual_seed(9)
     assert torch.equal(layer.weight, initkit.kaiming_uniform_(torch.empty(16, 16), a=math.sqrt(5)))
     assert nn.Parameter.__new__ is _parameter_new and init_module._local.pending is None
+
+
+def test_multi_fill_takes_a_key_per_tensor(ext):
+    tensors = [torch.empty(100), torch.empty(3, 40, dtype=torch.bfloat16), torch.empty(7, dtype=torch.float64)]
+    keys = [init_module.new_seed() for _ in tensors]
+    kinds, params = [0, 1, 2], [-1.0, 1.0, 0.0, 0.0, 0.5, 2.0, 0.0, 0.0, 0.0, 1.0, -1.0, 1.0]
+    torch.ops.initkit.multi_fill(tensors, kinds, params, torch.stack(keys), [0, 3, 0])
+    expected = [torch.empty_like(t) for t in tensors]
+    torch.ops.initkit.uniform_fill(expected[0], -1.0, 1.0, keys[0])
+    torch.ops.initkit.normal_fill(expected[1], 0.5, 2.0, keys[1], 3)
+    torch.ops.initkit.trunc_normal_fill(expected[2], 0.0, 1.0, -1.0, 1.0, keys[2])
+    assert all(torch.equal(a, b) for a, b in zip(tensors, expected))
+    with pytest.raises(RuntimeError, match="one-element int64 CPU tensor"):  # neither one key nor one per tensor
+        torch.ops.initkit.multi_fill(tensors, kinds, params, torch.stack(keys[:2]), [0, 0, 0])
 
 
 _parameter_new = nn.Parameter.__new__

@@ -39,6 +39,7 @@ from .._ext.backend import handles
 RANDOM_KINDS = schemes.RANDOM_KINDS
 _has_torch_function = torch.overrides.has_torch_function_unary
 _PLAIN = (Tensor, torch.nn.Parameter)
+_disabled_torch_function = torch._C._disabled_torch_function_impl
 
 
 def _foreign_torch_function(tensor) -> bool:
@@ -46,7 +47,11 @@ def _foreign_torch_function(tensor) -> bool:
     if not _has_torch_function(tensor):
         return False
     ours = torch._C._len_torch_function_stack() == 1 and getattr(init._local, "pending", None) is not None
-    return not (ours and type(tensor) in _PLAIN)
+    if not ours:
+        return True
+    # only our mode is active: what would be said without it (DTensor disables __torch_function__)
+    kind = type(tensor)
+    return kind not in _PLAIN and getattr(kind, "__torch_function__", None) is not _disabled_torch_function
 
 
 @dataclass(frozen=True)
@@ -442,11 +447,14 @@ _METADATA = {
 }  # fmt: skip
 _OVERWRITES = {Tensor.zero_, torch_fallback.zeros_, torch_fallback.ones_, torch_fallback.constant_}
 _storage_use_count = torch._C._storage_Use_Count
+_OP_KINDS: dict = {}  # fill op -> its multi_fill kind number (made on first use: the ops need the extension)
 _empty: dict[torch.dtype, Tensor] = {}
 
 
 class _Postponed(TorchFunctionMode):
-    """This thread's postponed fills: id(parameter) -> (weakref, op, params, seed)."""
+    """This thread's postponed fills: id(parameter) -> (weakref, op, params, seed). The block's end
+    writes them all in ONE multi_fill, each with its own key (on a loaded machine every parallel
+    region can wait a scheduler time slice for its second thread: one per parameter costs ms each)."""
 
     def __init__(self):
         super().__init__()
@@ -466,6 +474,8 @@ class _Postponed(TorchFunctionMode):
             if empty is None:
                 empty = _empty[tensor.dtype] = torch.empty(0, dtype=tensor.dtype)
             op(empty, *params, seed)  # the op's own argument checks, now
+        if not _OP_KINDS:
+            _OP_KINDS.update({getattr(torch.ops.initkit, f"{k}_fill"): n for k, n in init.FILL_KINDS.items()})
         self.fills[id(tensor)] = (weakref.ref(tensor), op, params, seed)
         return True
 
@@ -477,12 +487,18 @@ class _Postponed(TorchFunctionMode):
                 op(tensor, *params, seed)
 
     def write_all(self) -> None:
-        while self.fills:
-            ref, op, params, seed = self.fills.pop(next(iter(self.fills)))
+        tensors, kinds, flat, seeds = [], [], [], []
+        for ref, op, params, seed in self.fills.values():
             tensor = ref()
             if tensor is not None:
-                with torch.no_grad():
-                    op(tensor, *params, seed)
+                tensors.append(tensor)
+                kinds.append(_OP_KINDS[op])
+                flat.extend((*params, 0.0, 0.0)[:4])
+                seeds.append(seed.reshape(()))
+        self.fills.clear()
+        if tensors:  # tensor i gets exactly op(tensor_i, *params_i, seed_i): what the eager call writes
+            with torch.no_grad():
+                torch.ops.initkit.multi_fill(tensors, kinds, flat, torch.stack(seeds), [0] * len(tensors))
 
     def _write_args(self, values) -> None:
         for value in values:
