@@ -68,6 +68,7 @@ def deferred_init(module_fn, *args, **kwargs) -> nn.Module:
         if record is None:
             record = Record(param.shape, problem="it was not created while deferred_init recorded")
         recipes.append(Recipe(name, param, record))
+    recorder.finish([r.record for r in recipes])
     recipes.sort(key=lambda r: r.name)
     model.__dict__[_STATE] = DeferredState(recipes)
     return model
