@@ -10,7 +10,12 @@ code) or one of timm's `timm.layers.weight_init` fills, and every `TORCH_INIT_FU
 (transformers captures torch's functions there at import and calls them from its guarded wrappers,
 so its `_is_hf_initialized` skips keep working). That covers the places transformers'
 `no_init_weights` patches. Only the random fills are rerouted; constant_, eye_, dirac_, orthogonal_
-and sparse_ run torch's own code. Tensor methods (`p.data.normal_()`) are not rerouted eagerly.
+and sparse_ run torch's own code. The random tensor methods `normal_` / `uniform_` are rerouted too
+where initkit gives the same law and torch would not raise (see _method_routable).
+
+Inside a `with patch():` block (not install()), fills of CPU parameters are postponed until the
+parameter is used or the block ends, so a fill that a later full fill replaces is never written
+(see _Postponed). generator=: the key is drawn from that generator at the call, as initkit's fills do.
 
 Thread safety: the replacement is process-wide (module globals), installed by the first active
 `patch()` and removed by the last, under a lock; while any thread is inside `patch()`, every thread's
