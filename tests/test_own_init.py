@@ -1,5 +1,6 @@
 """deferred_init / materialize / patch() on small hand-written models: what is recorded and replayed."""
 
+import copy
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from scipy import stats
 from torch import nn
 
 import initkit
+from initkit import init as init_module
 from initkit._ext import torch_fallback
 from initkit.model import patch as patch_module
 
@@ -144,10 +146,13 @@ def test_patch_routes_to_initkit_and_restores(ext):
     assert all(getattr(torch_init, name) is fn for name, fn in originals.items())
     assert linear_module_init is torch_init
     torch.manual_seed(5)
+    eager = _installed(lambda: nn.Linear(32, 16))  # every fill written at its call
+    torch.manual_seed(5)
     weight, bias = torch.empty(16, 32), torch.empty(16)
     initkit.kaiming_uniform_(weight, a=math.sqrt(5))
     initkit.uniform_(bias, -1 / math.sqrt(32), 1 / math.sqrt(32))
-    assert torch.equal(layer.weight, weight) and torch.equal(layer.bias, bias)
+    for model in (layer, eager):  # the block's postponed writes give the eager values
+        assert torch.equal(model.weight, weight) and torch.equal(model.bias, bias)
 
 
 def test_patch_install_uninstall():
@@ -312,3 +317,192 @@ def test_patch_passes_a_positional_generator(ext):
     with initkit.patch():
         got = torch_init.normal_(torch.empty(50), 0.0, 1.0, torch.Generator().manual_seed(7))
     assert torch.equal(got, initkit.normal_(torch.empty(50), generator=torch.Generator().manual_seed(7)))
+
+
+# ---- tensor methods under patch(); generator= under patch() and deferred_init -----------------
+
+
+def _installed(fn):
+    initkit.patch.install()  # eager: every fill written at its call, with its own key
+    try:
+        return fn()
+    finally:
+        initkit.patch.uninstall()
+
+
+def test_patch_routes_random_tensor_methods(backend):
+    def build():
+        layer = nn.Linear(40, 30)
+        with torch.no_grad():
+            layer.weight.data.normal_(0.0, 0.02)
+            layer.bias.uniform_(-0.5, to=0.5)
+        return layer, torch.empty(7, 9, dtype=torch.bfloat16).normal_(std=3.0)
+
+    torch.manual_seed(11)
+    layer, half = _installed(build)
+    assert "normal_" not in torch.Tensor.__dict__ and "uniform_" not in torch.Tensor.__dict__  # restored
+    torch.manual_seed(11)
+    expected = nn.Linear(40, 30)  # outside patch(): torch's samplers for the constructor's own init ...
+    torch.manual_seed(11)
+    _installed(lambda: nn.Linear(40, 30))  # ... so replay the same key draws: kaiming weight, bias
+    weight, bias = torch.empty(30, 40), torch.empty(30)
+    initkit.normal_(weight, 0.0, 0.02)
+    initkit.uniform_(bias, -0.5, 0.5)
+    other = initkit.normal_(torch.empty(7, 9, dtype=torch.bfloat16), 0.0, 3.0)
+    assert torch.equal(layer.weight, weight) and torch.equal(layer.bias, bias) and torch.equal(half, other)
+    assert not torch.equal(layer.weight, expected.weight)
+
+
+def test_patch_keeps_torch_methods_where_it_must(ext):
+    leaf = nn.Parameter(torch.empty(4, 4))
+    with initkit.patch():
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            leaf.normal_()  # grad mode: torch's error, not a silent write
+        with pytest.raises(RuntimeError, match="std >= 0.0"):
+            torch.empty(3).normal_(0.0, -1.0)
+        with pytest.raises(RuntimeError, match="from=2.0 > to=1.0|expects to return a \\[from, to\\) range"):
+            torch.empty(3).uniform_(2.0, 1.0)
+        with pytest.raises(RuntimeError, match="not implemented for 'Long'"):
+            torch.zeros(3, dtype=torch.long).normal_()
+        with pytest.raises(TypeError):
+            torch.empty(3).normal_(0.0, 1.0, "bad")
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            torch.empty(3).uniform_(0.0, math.inf)  # torch's own check of an infinite width
+        # exact torch replays: an integer tensor's random_ and the same calls under the torch backend
+        torch.manual_seed(2)
+        ints = torch.empty(5, dtype=torch.int32).random_(0, 10)
+        with initkit.use_backend("torch"):
+            torch.manual_seed(3)
+            fallback = torch.empty(6).normal_(1.0, 2.0)
+    torch.manual_seed(2)
+    assert torch.equal(ints, torch.empty(5, dtype=torch.int32).random_(0, 10))
+    torch.manual_seed(3)
+    assert torch.equal(fallback, torch.empty(6).normal_(1.0, 2.0))
+
+
+class _Seeded(nn.Module):
+    """A constructor that passes its own generator (reproducible init, as some research code does)."""
+
+    def __init__(self, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.a = nn.Parameter(torch.empty(64, 32))
+        self.b = nn.Parameter(torch.empty(48))
+        self.c = nn.Parameter(torch.empty(16, 16))
+        torch_init.trunc_normal_(self.a, std=0.02, a=-0.04, b=0.04, generator=g)
+        with torch.no_grad():
+            self.b.uniform_(-0.1, 0.1, generator=g)
+            self.c.normal_(0.0, 0.5)  # no generator: materialize's own key
+
+
+def test_generator_keys_are_kept_by_patch_and_deferred_init(ext):
+    torch.manual_seed(0)
+    deferred = initkit.materialize(initkit.deferred_init(_Seeded, 5))
+    torch.manual_seed(1)  # another global seed: only `c` changes
+    again = initkit.materialize(initkit.deferred_init(_Seeded, 5))
+    with initkit.patch():
+        patched = _Seeded(5)
+    g = torch.Generator().manual_seed(5)
+    a = initkit.trunc_normal_(torch.empty(64, 32), std=0.02, a=-0.04, b=0.04, generator=g)
+    b = initkit.uniform_(torch.empty(48), -0.1, 0.1, generator=g)
+    for model in (deferred, again, patched):
+        assert torch.equal(model.a, a) and torch.equal(model.b, b)
+    assert not torch.equal(deferred.c, again.c)
+    other = initkit.materialize(initkit.deferred_init(_Seeded, 6))
+    assert not torch.equal(other.a, a)
+    initkit.initialize(deferred, policy="recorded")  # re-init: a new key for every fill, same laws
+    assert not torch.equal(deferred.a, a) and deferred.a.abs().max() <= 0.04
+    assert _ks_p(deferred.b, b) > 1e-6
+
+
+def test_generator_under_deferred_init_keeps_errors():
+    def bad():
+        layer = nn.Linear(4, 4)
+        torch_init.normal_(layer.weight, generator="seed")
+        return layer
+
+    with pytest.raises(TypeError, match="Generator"):
+        initkit.deferred_init(bad)
+
+
+# ---- postponed writes inside `with patch():` ----------------------------------------------------
+
+
+class _Reads(nn.Module):
+    """Construct, read and alias parameters, then re-init them (every kind of use the block must see)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(48, 32)
+        self.b = nn.Linear(32, 16)
+        self.c = nn.Linear(16, 8)
+        self.d = nn.Linear(8, 4)
+        self.a_max = self.a.weight.abs().max().item()  # a read right after the constructor's fill
+        self.c_param = nn.Parameter(self.c.weight)  # an alias torch functions do not show ...
+        self.c_sum = self.c_param.sum().item()  # ... read before anything else uses c.weight
+        self.d_state = copy.deepcopy(self.d.state_dict())
+        seeded = torch.Generator().manual_seed(1)
+        for layer in (self.a, self.b, self.c, self.d):
+            torch_init.normal_(layer.weight, 0.0, 0.05)  # the model's own init over the constructor's
+            torch_init.zeros_(layer.bias)
+        torch_init.uniform_(self.b.weight, -0.1, 0.1, generator=seeded)
+
+
+def test_patch_block_postpones_writes_and_keeps_every_value(ext):
+    torch.manual_seed(4)
+    eager = _installed(_Reads)
+    torch.manual_seed(4)
+    with initkit.patch():
+        block = _Reads()
+    for name, param in eager.named_parameters():
+        assert torch.equal(param, block.get_parameter(name)), name
+    assert block.a_max == eager.a_max and block.c_sum == eager.c_sum
+    assert torch.equal(block.c_param, eager.c_param)
+    assert all(torch.equal(v, eager.d_state[k]) for k, v in block.d_state.items())
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(block.b.weight, initkit.uniform_(torch.empty(16, 32), -0.1, 0.1, generator=g))
+
+
+def test_patch_block_skips_a_write_that_a_later_fill_replaces(ext):
+    with initkit.patch():
+        weight = nn.Parameter(torch.full((64, 64), 7.0))
+        torch.manual_seed(8)
+        torch_init.kaiming_uniform_(weight, a=math.sqrt(5))
+        with torch._C.DisableTorchFunction():  # look without using it: not written yet
+            assert bool((weight == 7.0).all())
+        torch_init.trunc_normal_(weight, std=0.02)
+        with pytest.raises(RuntimeError, match="std"):  # bad arguments still raise at the call
+            torch_init.normal_(weight, 0.0, -1.0)
+    torch.manual_seed(8)
+    expected = torch.empty(64, 64)
+    initkit.kaiming_uniform_(expected, a=math.sqrt(5))  # the same key draws, in order
+    initkit.trunc_normal_(expected, std=0.02)
+    assert torch.equal(weight, expected)
+
+
+def test_patch_block_writes_what_it_postponed_when_the_block_fails(ext):
+    with pytest.raises(ValueError, match="boom"):
+        with initkit.patch():
+            torch.manual_seed(9)
+            layer = nn.Linear(16, 16)
+            raise ValueError("boom")
+    torch.manual_seed(9)
+    assert torch.equal(layer.weight, initkit.kaiming_uniform_(torch.empty(16, 16), a=math.sqrt(5)))
+    assert nn.Parameter.__new__ is _parameter_new and init_module._local.pending is None
+
+
+def test_multi_fill_takes_a_key_per_tensor(ext):
+    tensors = [torch.empty(100), torch.empty(3, 40, dtype=torch.bfloat16), torch.empty(7, dtype=torch.float64)]
+    keys = [init_module.new_seed() for _ in tensors]
+    kinds, params = [0, 1, 2], [-1.0, 1.0, 0.0, 0.0, 0.5, 2.0, 0.0, 0.0, 0.0, 1.0, -1.0, 1.0]
+    torch.ops.initkit.multi_fill(tensors, kinds, params, torch.stack(keys), [0, 3, 0])
+    expected = [torch.empty_like(t) for t in tensors]
+    torch.ops.initkit.uniform_fill(expected[0], -1.0, 1.0, keys[0])
+    torch.ops.initkit.normal_fill(expected[1], 0.5, 2.0, keys[1], 3)
+    torch.ops.initkit.trunc_normal_fill(expected[2], 0.0, 1.0, -1.0, 1.0, keys[2])
+    assert all(torch.equal(a, b) for a, b in zip(tensors, expected))
+    with pytest.raises(RuntimeError, match="one-element int64 CPU tensor"):  # neither one key nor one per tensor
+        torch.ops.initkit.multi_fill(tensors, kinds, params, torch.stack(keys[:2]), [0, 0, 0])
+
+
+_parameter_new = nn.Parameter.__new__

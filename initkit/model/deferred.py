@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .. import sharded
+from .. import init, sharded
 from .apply import Progress, fill_random
 from .apply import initialize as initialize_by_policy
 from .materialize import materialize as materialize_by_policy
@@ -49,9 +49,12 @@ def deferred_init(module_fn, *args, **kwargs) -> nn.Module:
     constructor initializes each one; `initkit.materialize(model, device)` then fills them fused.
 
     Buffers are created on their real device by the constructor. Tied parameters stay tied.
-    Random fills are replayed with initkit's Philox fills (same law, not torch's bit pattern);
-    a `generator=` passed by the constructor is not used. See initkit.model.recording for what is
-    recorded.
+    Random fills are replayed with initkit's Philox fills (same law, not torch's bit pattern). A
+    full-tensor random fill called with `generator=` draws its Philox key from that generator while
+    recording (one draw, in call order) and materialize fills that tensor with it, so a seeded
+    generator gives the same values as `initkit.normal_(t, ..., generator=g)` / `patch()`
+    construction (re-init with policy="recorded" draws new keys for all). See
+    initkit.model.recording for what is recorded.
     """
     if not callable(module_fn):
         raise TypeError(f"deferred_init: module_fn must be callable, got {type(module_fn).__name__}")
@@ -65,6 +68,7 @@ def deferred_init(module_fn, *args, **kwargs) -> nn.Module:
         if record is None:
             record = Record(param.shape, problem="it was not created while deferred_init recorded")
         recipes.append(Recipe(name, param, record))
+    recorder.finish([r.record for r in recipes])
     recipes.sort(key=lambda r: r.name)
     model.__dict__[_STATE] = DeferredState(recipes)
     return model
@@ -144,13 +148,16 @@ def _scratch_for_replays(state: DeferredState, targets: dict[str, Tensor]) -> di
     }
 
 
-def _fill(state: DeferredState, targets: dict[str, Tensor], generator, description: str) -> None:
-    """Write every recipe into `targets` (recipe name -> tensor): fused random fills, constants, replays."""
+def _fill(state: DeferredState, targets: dict[str, Tensor], generator, description: str, keys: bool) -> None:
+    """Write every recipe into `targets` (recipe name -> tensor): fused random fills, constants, replays.
+    `keys`: fills recorded with a `generator=` use the key drawn from it then (else they join the rest)."""
     scratch = _scratch_for_replays(state, targets)
     sharded_targets = {name: targets[name] for name in scratch}
     targets = {**targets, **scratch}
     by_record = {id(r.record): targets[r.name] for r in state.recipes}
     random = [r for r in state.recipes if isinstance(r.record.base, Fill) and r.record.base.kind in RANDOM_KINDS]
+    keyed = [r for r in random if keys and r.record.base.key is not None]
+    random = [r for r in random if not (keys and r.record.base.key is not None)]
     replays: list[tuple[Replay, Tensor]] = []
     for recipe in state.recipes:
         base = recipe.record.base
@@ -172,6 +179,11 @@ def _fill(state: DeferredState, targets: dict[str, Tensor], generator, descripti
     with torch.no_grad(), Progress(total, description) as bar:
         tensors = [targets[r.name] for r in random]
         fill_random(tensors, [(r.record.base.kind, r.record.base.params) for r in random], generator, bar)
+        for recipe in keyed:  # alone, stream 0: the values of initkit's fill with that generator
+            base = recipe.record.base
+            seed = torch.tensor(base.key, dtype=torch.int64)
+            init.multi_fill_([targets[recipe.name]], [(base.kind, base.params)], seed=seed)
+            bar.update(targets[recipe.name].numel())
         for recipe in state.recipes:
             base = recipe.record.base
             if isinstance(base, Fill) and base.kind == "constant":
@@ -209,7 +221,7 @@ def materialize_deferred(model: nn.Module, device="cpu", generator: torch.Genera
             new = type(old)(torch.empty(old.shape, dtype=old.dtype, device=device), requires_grad=old.requires_grad)
         new.__dict__.update(old.__dict__)
         fresh[recipe.name] = new
-    _fill(state, fresh, generator, "initkit: materializing")
+    _fill(state, fresh, generator, "initkit: materializing", keys=True)
     # Commit: swap the filled parameters in everywhere (ties by identity), move buffers.
     by_id = {id(r.param): fresh[r.name] for r in state.recipes}
     moved: dict[int, Tensor] = {}
@@ -235,7 +247,7 @@ def reinitialize(model: nn.Module, generator: torch.Generator | None = None) -> 
     if not state.materialized:
         raise RuntimeError(f"{verb}: the model is still on the meta device; call initkit.materialize(model) first")
     current = _check(model, state, verb)
-    _fill(state, {r.name: current[r.name] for r in state.recipes}, generator, "initkit: initializing")
+    _fill(state, {r.name: current[r.name] for r in state.recipes}, generator, "initkit: initializing", keys=False)
     return model
 
 

@@ -70,11 +70,20 @@ class Replay:
 
 
 @dataclass(eq=False)
+class Created:
+    """The values a parameter came with (`nn.Parameter(torch.empty(n))` too), kept as they are until the
+    recording ends: most are replaced by a later full write, and then need no constant check or copy."""
+
+    values: Tensor
+    seq: int  # recording order of the creation, for a copy replayed before later partial writes
+
+
+@dataclass(eq=False)
 class Record:
     """What the constructor wrote into one parameter."""
 
     shape: torch.Size
-    base: Fill | Replay | None = None
+    base: Fill | Replay | Created | None = None
     ops: list[Replay] = field(default_factory=list)
     problem: str | None = None  # why this parameter cannot be replayed (raised at materialize)
     created_on_meta: bool = False  # came without values: something must write it
@@ -153,19 +162,29 @@ class Recorder:
             with torch._C.DisableTorchFunction():
                 meta = type(param)(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
             meta.__dict__.update(param.__dict__)
-            record.base = self._creation_values(param.detach())
+            record.base = self._created(param.detach())
         self._tracked[meta] = (record, (), True)
         return meta
 
     # -- recording --
 
-    def _creation_values(self, values: Tensor) -> Fill | Replay:
-        """The values a parameter was created with: a constant when small and constant
-        (`nn.Parameter(ls_init * torch.ones(d))`), else a copy of them."""
-        with torch._C.DisableTorchFunction():
-            if 0 < values.numel() <= _SMALL and values.is_floating_point() and bool((values == values.flatten()[0]).all()):
-                return Fill("constant", (values.flatten()[0].item(),))
-        return self._replay(torch.Tensor.copy_, (), (values,), {})
+    def _created(self, values: Tensor) -> Created:
+        self._seq += 1
+        return Created(values, self._seq)
+
+    def finish(self, records) -> None:
+        """Decide the creation values no full write replaced: a constant when small and constant
+        (`nn.Parameter(ls_init * torch.ones(d))`), else a copy of them, replayed in creation order."""
+        for record in records:
+            created = record.base
+            if not isinstance(created, Created):
+                continue
+            values = created.values
+            with torch._C.DisableTorchFunction():
+                if 0 < values.numel() <= _SMALL and values.is_floating_point() and bool((values == values.flatten()[0]).all()):
+                    record.base = Fill("constant", (values.flatten()[0].item(),))
+                    continue
+            record.base = Replay(created.seq, torch.Tensor.copy_, (), (values,), {})
 
     def _replay(self, func, chain, args, kwargs) -> Replay:
         self._seq += 1
@@ -193,7 +212,7 @@ class Recorder:
         record, chain, full = self.lookup(tensor)
         fill = function.spec(tensor, *args, **kwargs)  # torch's errors for bad arguments, now
         if fill is not None and full:
-            record.write(fill, full=True)
+            record.write(fill.keyed(function.generator(args, kwargs)), full=True)
         else:
             record.write(self._replay(function.original, chain, args, kwargs), full)
         return tensor
@@ -212,7 +231,7 @@ class Recorder:
         fill = self._as_fill(name, args, kwargs) if full else None
         affine = self._as_affine(name, args, kwargs) if full else None
         if fill is not None:
-            record.write(fill, full=True)
+            record.write(fill.keyed(kwargs.get("generator")), full=True)
         elif affine is not None and isinstance(record.base, Fill) and not record.ops:
             record.base = record.base.scaled(*affine)
         else:
@@ -231,7 +250,7 @@ class Recorder:
         with torch._C.DisableTorchFunction():
             param.data = torch.empty_like(value, device="meta")
         record.shape = param.shape
-        record.write(self._creation_values(value.detach()), full=True)
+        record.write(self._created(value.detach()), full=True)
         return None
 
     @staticmethod
