@@ -34,8 +34,7 @@ TORCH_LIBRARY(initkit, m) {
       "int offset=0) -> ()");
   // Many tensors in one parallel region (one launch on CUDA). kinds: 0 uniform, 1 normal,
   // 2 truncated normal; params: 4 per tensor (low, high, -, -) / (mean, std, -, -) /
-  // (mean, std, a, b). Tensor i uses stream streams[i] and equals a single fill with it. seed: one
-  // key for all, or on CPU an n-element 1-D int64 tensor, key i for tensor i (n > 1).
+  // (mean, std, a, b). Tensor i uses stream streams[i] and equals a single fill with it.
   m.def("multi_fill(Tensor(a!)[] tensors, int[] kinds, float[] params, Tensor seed, int[] streams) -> ()");
   // A block of a larger logical tensor (a DTensor's local shard): self holds the elements
   // [origin[d], origin[d] + self.size(d)) of a tensor of global_sizes, and each element gets the

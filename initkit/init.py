@@ -12,7 +12,6 @@ DTensors go to initkit/sharded.py. (Over 400 lines: about half are the public do
 """
 
 import numbers
-import threading
 import warnings
 
 import torch
@@ -99,18 +98,11 @@ def _real(value, op: str, name: str, position: int) -> float:
     raise TypeError(f"{op}(): argument '{name}' (position {position}) must be float, not {type(value).__name__}")
 
 
-# .pending: this thread's `with initkit.patch():` block, which may postpone a write (model/patch.py)
-_local = threading.local()
-
-
 def _write(op, tensor: Tensor, params: tuple[float, ...], generator: torch.Generator | None) -> Tensor:
     """Fill a tensor `handles()` accepts with fill op `op` and a fresh key. Grad mode is only
     turned off where it matters (the op refuses a grad-mode write to a tensor that requires grad),
     and in eager mode without torch.no_grad()'s context object, which costs ~1 us per call."""
     seed = new_seed(generator)
-    pending = getattr(_local, "pending", None)
-    if pending is not None and pending.postpone(op, tensor, params, seed):
-        return tensor
     if not tensor.requires_grad:
         op(tensor, *params, seed)
     elif torch.compiler.is_compiling():

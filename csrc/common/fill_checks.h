@@ -67,12 +67,6 @@ inline uint64_t seed_value(const at::Tensor& seed, const char* op) {
   return static_cast<uint64_t>(seed.item<int64_t>());
 }
 
-// multi_fill on CPU also takes one key per tensor: an n-element (n > 1) 1-D int64 CPU seed.
-inline bool is_per_tensor_seed(const at::Tensor& seed, size_t n) {
-  return seed.defined() && n > 1 && seed.dim() == 1 && seed.numel() == static_cast<int64_t>(n) &&
-         seed.scalar_type() == at::kLong && seed.device().is_cpu();
-}
-
 // Every argument of multi_fill; returns the key.
 inline uint64_t check_multi_fill_args(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
                                       const at::Tensor& seed, at::IntArrayRef streams, const char* op) {

@@ -354,15 +354,11 @@ void fill_cpu(const at::Tensor& self, FillKind kind, const double* params, uint6
 void multi_fill_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
                     const at::Tensor& seed, at::IntArrayRef streams) {
   const char* op = "initkit::multi_fill";
-  // One key for all tensors, or one per tensor (initkit.patch() writes fills postponed with their own keys).
-  const bool per_tensor = is_per_tensor_seed(seed, tensors.size());
-  const uint64_t key = check_multi_fill_args(tensors, kinds, params, per_tensor ? seed.select(0, 0) : seed, streams, op);
-  const at::Tensor keys = per_tensor ? seed.contiguous() : at::Tensor();
+  const uint64_t key = check_multi_fill_args(tensors, kinds, params, seed, streams, op);
   std::vector<FillJob> jobs;
   jobs.reserve(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const uint64_t key_i = per_tensor ? static_cast<uint64_t>(keys.data_ptr<int64_t>()[i]) : key;
-    jobs.push_back(make_job(tensors[i], static_cast<FillKind>(kinds[i]), params.data() + i * kNumFillParams, key_i,
+    jobs.push_back(make_job(tensors[i], static_cast<FillKind>(kinds[i]), params.data() + i * kNumFillParams, key,
                             streams[i], 0));
   }
   run_jobs(jobs);

@@ -8,14 +8,10 @@ nothing: their fakes only make the checks that decide which kernel runs (seed, d
 import torch
 
 
-def _check_fill_call(op, targets, seed, keys=1):
+def _check_fill_call(op, targets, seed):
     """What the real kernels reject before writing: a meta seed or mixed devices would otherwise
-    route a call with CPU targets here and leave them unfilled. `keys`: a seed of that many
-    elements (1-D) is also taken (multi_fill's one key per tensor, on CPU)."""
-    per_tensor = isinstance(seed, torch.Tensor) and keys > 1 and seed.dim() == 1 and seed.numel() == keys
-    if per_tensor and not all(t.device.type == "cpu" for t in targets):
-        per_tensor = False
-    if not (isinstance(seed, torch.Tensor) and (seed.numel() == 1 or per_tensor) and seed.dtype == torch.int64 and seed.device.type == "cpu"):
+    route a call with CPU targets here and leave them unfilled."""
+    if not (isinstance(seed, torch.Tensor) and seed.numel() == 1 and seed.dtype == torch.int64 and seed.device.type == "cpu"):
         got = "None" if seed is None else f"{type(seed).__name__}" if not isinstance(seed, torch.Tensor) else (
             f"{seed.numel()} elements of {seed.dtype} on {seed.device}"
         )
@@ -52,7 +48,7 @@ def _fill_block_fake(self, kind, params, seed, stream, global_sizes, origin):
 
 @torch.library.register_fake("initkit::multi_fill")
 def _multi_fill_fake(tensors, kinds, params, seed, streams):
-    _check_fill_call("initkit::multi_fill", tensors, seed, keys=len(tensors))
+    _check_fill_call("initkit::multi_fill", tensors, seed)
 
 
 # ---- fused dense layers: output shapes, after the checks the kernels make (a fake tensor must

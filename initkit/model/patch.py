@@ -13,9 +13,9 @@ so its `_is_hf_initialized` skips keep working). That covers the places transfor
 and sparse_ run torch's own code. The random tensor methods `normal_` / `uniform_` are rerouted too
 where initkit gives the same law and torch would not raise (see _method_routable).
 
-Inside a `with patch():` block (not install()), fills of CPU parameters are postponed until the
-parameter is used or the block ends, so a fill that a later full fill replaces is never written
-(see _Postponed). generator=: the key is drawn from that generator at the call, as initkit's fills do.
+Every routed fill writes at the call (eagerly: code inside the block, C++ extensions and collectives
+included, sees the values at once). generator=: the key is drawn from that generator at the call, as
+initkit's fills do.
 
 Thread safety: the replacement is process-wide (module globals), installed by the first active
 `patch()` and removed by the last, under a lock; while any thread is inside `patch()`, every thread's
@@ -29,34 +29,19 @@ import functools
 import math
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
 from .. import init, schemes
 from .._ext import torch_fallback
 from .._ext.backend import handles
 
 RANDOM_KINDS = schemes.RANDOM_KINDS
-_has_torch_function = torch.overrides.has_torch_function_unary
+_has_torch_function = torch.overrides.has_torch_function_unary  # a subclass's or mode's: leave it to torch
 _PLAIN = (Tensor, torch.nn.Parameter)
-_disabled_torch_function = torch._C._disabled_torch_function_impl
-
-
-def _foreign_torch_function(tensor) -> bool:
-    """A __torch_function__ subclass or mode, other than this thread's `with patch():` mode alone."""
-    if not _has_torch_function(tensor):
-        return False
-    ours = torch._C._len_torch_function_stack() == 1 and getattr(init._local, "pending", None) is not None
-    if not ours:
-        return True
-    # only our mode is active: what would be said without it (DTensor disables __torch_function__)
-    kind = type(tensor)
-    return kind not in _PLAIN and getattr(kind, "__torch_function__", None) is not _disabled_torch_function
 
 
 @dataclass(frozen=True)
@@ -223,7 +208,7 @@ def init_functions() -> list[InitFunction]:
 
 def run_fast(function: InitFunction, tensor, args, kwargs):
     """Run `function` on initkit's fills when what it asks for is a random fill initkit handles."""
-    if isinstance(tensor, Tensor) and tensor.numel() and not _foreign_torch_function(tensor):
+    if isinstance(tensor, Tensor) and tensor.numel() and not _has_torch_function(tensor):
         fill = function.spec(tensor, *args, **kwargs)
         if fill is not None and fill.kind in RANDOM_KINDS:
             return init._PRIMITIVES[fill.kind](tensor, *fill.params, function.generator(args, kwargs))
@@ -254,7 +239,7 @@ def _wrapper(function: InitFunction) -> Callable:
             return recorder.record_init_call(function, tensor, args, kwargs)
         if not _routing:
             return original(tensor, *args, **kwargs)
-        if twin is not None and isinstance(tensor, Tensor) and not _foreign_torch_function(tensor):
+        if twin is not None and isinstance(tensor, Tensor) and not _has_torch_function(tensor):
             return twin(tensor, *args, **kwargs)
         return run_fast(function, tensor, args, kwargs)
 
@@ -334,7 +319,7 @@ def _method_routable(tensor) -> bool:
         type(tensor) in _PLAIN
         and not tensor.is_meta
         and not (tensor.requires_grad and torch.is_grad_enabled())
-        and not _foreign_torch_function(tensor)  # (True while another TorchFunctionMode is active)
+        and not _has_torch_function(tensor)  # (True while a TorchFunctionMode is active)
         and not torch.compiler.is_compiling()
         and handles(tensor)
     )
@@ -432,159 +417,13 @@ def is_installed() -> bool:
     return _routing > 0
 
 
-# ---- postponed writes inside `with patch():` ----------------------------------------------------
-# Models write most parameters twice: the layer's constructor (nn.Linear's kaiming_uniform_), then the
-# model's own init (Hugging Face post_init, timm init_weights) over all of it. Inside a `with patch():`
-# block, a routed fill of a CPU parameter that nothing else aliases only draws its key and checks its
-# arguments at the call; the write happens when the parameter is next used (any torch function or
-# method on it other than metadata reads, through a TorchFunctionMode), or at the end of the block.
-# A later full fill of the same parameter replaces the postponed one, so that first write is never
-# made. Every parameter ends with exactly the values of the eager fills, in the same key order.
-_METADATA = {
-    getattr(Tensor, name)
-    for name in ("size", "dim", "ndimension", "numel", "nelement", "stride", "is_contiguous", "element_size",
-                 "is_floating_point", "is_complex", "get_device", "__len__", "requires_grad_", "__hash__")
-} | {
-    getattr(Tensor, name).__get__
-    for name in ("shape", "dtype", "device", "requires_grad", "is_leaf", "grad", "grad_fn", "ndim", "layout",
-                 "is_cuda", "is_cpu", "is_meta", "is_sparse", "is_quantized", "itemsize", "nbytes", "_version")
-    if hasattr(Tensor, name)
-}  # fmt: skip
-_OVERWRITES = {Tensor.zero_, torch_fallback.zeros_, torch_fallback.ones_, torch_fallback.constant_}
-_storage_use_count = torch._C._storage_Use_Count
-_OP_KINDS: dict = {}  # fill op -> its multi_fill kind number (made on first use: the ops need the extension)
-_empty: dict[torch.dtype, Tensor] = {}
-
-
-class _Postponed(TorchFunctionMode):
-    """This thread's postponed fills: id(parameter) -> (weakref, op, params, seed). The block's end
-    writes them all in ONE multi_fill, each with its own key (on a loaded machine every parallel
-    region can wait a scheduler time slice for its second thread: one per parameter costs ms each)."""
-
-    def __init__(self):
-        super().__init__()
-        self.fills: dict[int, tuple] = {}
-
-    def postpone(self, op, tensor: Tensor, params, seed: Tensor) -> bool:
-        if type(tensor) is not torch.nn.Parameter or torch._C._len_torch_function_stack() != 1:
-            return False  # (another mode is active, or this runs inside ours)
-        with torch._C.DisableTorchFunction():  # (not a use of the tensor)
-            if not (
-                tensor.is_cpu
-                and _storage_use_count(tensor.untyped_storage()._cdata) == 2  # this tensor and the temporary
-                and not torch.compiler.is_compiling()
-            ):
-                return False
-            empty = _empty.get(tensor.dtype)
-            if empty is None:
-                empty = _empty[tensor.dtype] = torch.empty(0, dtype=tensor.dtype)
-            op(empty, *params, seed)  # the op's own argument checks, now
-        if not _OP_KINDS:
-            _OP_KINDS.update({getattr(torch.ops.initkit, f"{k}_fill"): n for k, n in init.FILL_KINDS.items()})
-        self.fills[id(tensor)] = (weakref.ref(tensor), op, params, seed)
-        return True
-
-    def write(self, tensor) -> None:
-        entry = self.fills.pop(id(tensor), None)
-        if entry is not None and entry[0]() is tensor:
-            ref, op, params, seed = entry
-            with torch.no_grad():
-                op(tensor, *params, seed)
-
-    def write_all(self) -> None:
-        tensors, kinds, flat, seeds = [], [], [], []
-        for ref, op, params, seed in self.fills.values():
-            tensor = ref()
-            if tensor is not None:
-                tensors.append(tensor)
-                kinds.append(_OP_KINDS[op])
-                flat.extend((*params, 0.0, 0.0)[:4])
-                seeds.append(seed.reshape(()))
-        self.fills.clear()
-        if tensors:  # tensor i gets exactly op(tensor_i, *params_i, seed_i): what the eager call writes
-            with torch.no_grad():
-                torch.ops.initkit.multi_fill(tensors, kinds, flat, torch.stack(seeds), [0] * len(tensors))
-
-    def _write_args(self, values) -> None:
-        for value in values:
-            if isinstance(value, Tensor):
-                self.write(value)
-            elif isinstance(value, (list, tuple)):
-                for item in value:
-                    if isinstance(item, Tensor):
-                        self.write(item)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if self.fills and func not in _METADATA:
-            first = args[0] if args else None
-            if isinstance(first, Tensor) and (func in _OVERWRITES or (func is Tensor.fill_ and len(args) == 2)):
-                self.fills.pop(id(first), None)  # written whole now: the postponed fill is not needed
-                self._write_args(args[1:])
-            else:
-                self._write_args(args)
-            self._write_args(kwargs.values())
-        return func(*args, **kwargs)
-
-
-# nn.Parameter(p) / nn.Buffer(p) alias p's storage through Tensor._make_subclass, which the mode does
-# not see: their __new__ writes p first while any thread is in a block. (Tensor._make_subclass itself is
-# left alone: torch._dynamo checks its signature when it is first imported.)
-_ALIASING = [cls for cls in (torch.nn.Parameter, getattr(torch.nn, "Buffer", None)) if cls is not None]
-_new_originals = {cls: cls.__dict__["__new__"] for cls in _ALIASING}
-
-
-def _new_after_write(cls_new):
-    function = cls_new.__func__ if isinstance(cls_new, staticmethod) else cls_new
-
-    def __new__(cls, data=None, *args, **kwargs):
-        postponed = getattr(init._local, "pending", None)
-        if postponed is not None and isinstance(data, Tensor):
-            postponed.write(data)
-        return function(cls, data, *args, **kwargs)
-
-    return staticmethod(functools.wraps(function)(__new__))
-
-
-_new_wrappers = {cls: _new_after_write(new) for cls, new in _new_originals.items()}
-
-
-def _swap_new(install: bool) -> None:
-    for cls in _ALIASING:
-        cls.__new__ = _new_wrappers[cls] if install else _new_originals[cls]
-
-
-_blocks = 0  # threads inside `with patch():` (the __new__ wrappers are installed while any is)
-
-
 @contextlib.contextmanager
 def _patched() -> Iterator[None]:
-    global _blocks
     acquire(route=True)
-    outer = getattr(init._local, "pending", None) is None
-    if outer:
-        postponed = _Postponed()
-        with _lock:
-            if _blocks == 0:
-                _swap_new(True)
-            _blocks += 1
-        postponed.__enter__()
-        init._local.pending = postponed
     try:
         yield
     finally:
-        try:
-            if outer:
-                init._local.pending = None
-                postponed.__exit__(None, None, None)
-                postponed.write_all()
-        finally:
-            if outer:
-                with _lock:
-                    _blocks -= 1
-                    if _blocks == 0:
-                        _swap_new(False)
-            release(route=True)
+        release(route=True)
 
 
 class _Patch:
