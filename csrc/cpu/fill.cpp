@@ -450,6 +450,17 @@ void fill_block_items(const BlockPlan& plan, int64_t item_begin, int64_t item_en
     const int64_t piece = item % plan.pieces_per_run;
     int64_t next = plan.run_start(item / plan.pieces_per_run) + piece * plan.piece_len;  // global index
     int64_t count = std::min(plan.piece_len, plan.run_len - piece * plan.piece_len);
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      // The whole blocks of a long run of a contiguous float tensor: generated in place, many blocks per
+      // call, as the whole-tensor fill does (one block per flush cost 1.19x its time at R = 1).
+      const int64_t whole = next % kPerGroup == 0 && lanes == 0 && plan.contiguous ? count / kBlock : 0;
+      if (whole > 0) {
+        generate_blocks_f32(*sampler, plan.key, static_cast<uint64_t>(next / kPerGroup), whole, data + local);
+        local += whole * kBlock;
+        next += whole * kBlock;
+        count -= whole * kBlock;
+      }
+    }
     while (count > 0) {
       const int64_t j = next % kPerGroup;
       const int64_t take = std::min(count, (kLanes - lanes) * kPerGroup - j);
