@@ -198,3 +198,18 @@ def test_64_bit_indexing(ext):
     torch.ops.initkit.uniform_fill(head, 0.0, 1.0, seed)
     assert torch.equal(big[:100], head)
     assert not torch.equal(head, tail)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("low, high", [(0.999, 1.0), (-1.0, 1.0), (1.0, 1.0004), (0.5, 0.5000001), (-3.0, -1.0)])
+def test_reduced_precision_uniform_is_the_float32_fill_rounded_then_kept_half_open(ext, dtype, low, high):
+    # The kernels clamp with one float compare (the smallest float rounding to >= high); the rule it
+    # must equal: round the float32 fill, and store `low` where that reached `high`.
+    seed = torch.tensor(33)
+    for shape, view in (((50_000,), lambda t: t), ((300, 170), lambda t: t.t())):
+        low_p, full = view(torch.empty(shape, dtype=dtype)), view(torch.empty(shape))
+        torch.ops.initkit.uniform_fill(low_p, low, high, seed)
+        torch.ops.initkit.uniform_fill(full, low, high, seed)
+        rounded = full.to(dtype)
+        expected = torch.where(rounded.float() < high, rounded, torch.tensor(low, dtype=dtype))
+        assert torch.equal(low_p, expected)
