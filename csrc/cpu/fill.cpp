@@ -161,7 +161,7 @@ C10_ALWAYS_INLINE void generate_lanes(const Sampler<acc_t>& sampler, const Strea
   }
 }
 
-// n_blocks * 64 float samples for logical elements [4*g0, 4*g0 + 64 n_blocks): the blocks, then
+// n_blocks * kBlockF32 float samples for logical elements [4*g0, 4*g0 + kBlockF32 n_blocks): the blocks, then
 // the rejection kind's redraws batched over all of them.
 INITKIT_MULTIVERSION
 void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, int64_t n_blocks,
@@ -174,7 +174,7 @@ void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, ui
   if (sampler.kind == FillKind::TruncNormalByRejection) redraw_outside(sampler, key, g0, kBlockF32 * n_blocks, out);
 }
 
-// 32 double samples for logical elements [2*g0, 2*g0 + 32).
+// kBlockF64 double samples for logical elements [2*g0, 2*g0 + kBlockF64).
 void generate_block_f64(const Sampler<double>& sampler, const StreamKey& key, uint64_t g0, double* out) {
   uint64_t group[kLanes];
   consecutive_groups(g0, group);
