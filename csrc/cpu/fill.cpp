@@ -33,11 +33,11 @@ namespace {
 constexpr int64_t kLanes = 32;
 
 // Philox4x32-10 (block_words of common/fill_sampler.h) for kLanes (group, attempt) pairs, stored
-// word-major: words[j][lane]. The 32-bit words live in 64-bit lanes so that the 32x32->64
-// products vectorize as plain unsigned multiplies of zero-extended values (about 1.8x faster
-// on AVX-512 than the 32-bit formulation, which GCC widens with 64x64 multiplies).
-C10_ALWAYS_INLINE void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes],
-                                     const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
+// word-major: words[j][lane]. Portable form: the 32-bit words live in 64-bit lanes so that the
+// 32x32->64 products vectorize as plain unsigned multiplies of zero-extended values (about 1.8x
+// faster than the 32-bit formulation, which GCC widens with 64x64 multiplies).
+C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_t (&group)[kLanes],
+                                              const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
   constexpr uint64_t kLow = 0xffffffffu;
   for (int64_t l = 0; l < kLanes; ++l) {
     const uint64_t g = group[l];
@@ -59,6 +59,71 @@ C10_ALWAYS_INLINE void philox_lanes(const StreamKey& key, const uint64_t (&group
     words[2][l] = static_cast<uint32_t>(c2);
     words[3][l] = static_cast<uint32_t>(c3);
   }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// The same words with AVX-512 written out: 16 lanes of 32 bits per register, the products of the
+// even and odd lanes (vpmuludq) merged back by one two-source permute each for the high and the
+// low halves, and each round's two XORs as one vpternlogd. Compilers do not find this form: it
+// runs a uniform fill about 2x faster than the portable loop's AVX-512 clone (one core, L2).
+// (GCC 12's AVX-512 header self-initializes its "undefined" registers, which -Wuninitialized flags.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+__attribute__((target("avx512f"))) void philox_lanes_avx512(const StreamKey& key, const uint64_t (&group)[kLanes],
+                                                             const uint32_t (&attempt)[kLanes],
+                                                             uint32_t (&words)[4][kLanes]) {
+  static_assert(kLanes == 32, "two registers of 16 lanes");
+  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
+  // Dword d of a product pair (even products in a, odd in b): high halves 1, 3, ... / low 0, 2, ...
+  const __m512i high = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  const __m512i low = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  __m512i c0[2], c1[2], c2[2], c3[2];
+  for (int h = 0; h < 2; ++h) {
+    const __m512i ga = _mm512_loadu_si512(group + 16 * h), gb = _mm512_loadu_si512(group + 16 * h + 8);
+    const __m512i att = _mm512_loadu_si512(attempt + 16 * h);
+    c0[h] = _mm512_permutex2var_epi32(ga, even, gb);  // the groups' low words
+    c1[h] = _mm512_or_si512(_mm512_permutex2var_epi32(ga, odd, gb), _mm512_slli_epi32(att, 24));
+    c2[h] = _mm512_set1_epi32(static_cast<int>(key.s0));
+    c3[h] = _mm512_set1_epi32(static_cast<int>(key.s1));
+  }
+  uint32_t k0 = key.k0, k1 = key.k1;
+  for (int round = 0; round < 10; ++round) {
+    const __m512i vk0 = _mm512_set1_epi32(static_cast<int>(k0)), vk1 = _mm512_set1_epi32(static_cast<int>(k1));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i e0 = _mm512_mul_epu32(c0[h], m0), o0 = _mm512_mul_epu32(_mm512_srli_epi64(c0[h], 32), m0);
+      const __m512i e1 = _mm512_mul_epu32(c2[h], m1), o1 = _mm512_mul_epu32(_mm512_srli_epi64(c2[h], 32), m1);
+      c0[h] = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi32(e1, high, o1), c1[h], vk0, 0x96);  // a^b^c
+      c1[h] = _mm512_permutex2var_epi32(e1, low, o1);
+      c2[h] = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi32(e0, high, o0), c3[h], vk1, 0x96);
+      c3[h] = _mm512_permutex2var_epi32(e0, low, o0);
+    }
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  for (int h = 0; h < 2; ++h) {
+    _mm512_storeu_si512(words[0] + 16 * h, c0[h]);
+    _mm512_storeu_si512(words[1] + 16 * h, c1[h]);
+    _mm512_storeu_si512(words[2] + 16 * h, c2[h]);
+    _mm512_storeu_si512(words[3] + 16 * h, c3[h]);
+  }
+}
+
+#pragma GCC diagnostic pop
+
+bool cpu_has_avx512f() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+#endif
+
+C10_ALWAYS_INLINE void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes],
+                                     const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if (cpu_has_avx512f()) return philox_lanes_avx512(key, group, attempt, words);
+#endif
+  philox_lanes_portable(key, group, attempt, words);
 }
 
 // Groups g0 .. g0 + kLanes - 1.
@@ -93,8 +158,7 @@ __attribute__((target("avx512f"))) int64_t find_outside_avx512(const float* out,
 
 int64_t find_outside(const float* out, int64_t n, float lo, float hi, uint32_t* pos) {
 #if defined(__GNUC__) && defined(__x86_64__)
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512) return find_outside_avx512(out, n, lo, hi, pos);
+  if (cpu_has_avx512f()) return find_outside_avx512(out, n, lo, hi, pos);
 #endif
   int64_t count = 0;
   for (int64_t i = 0; i < n; ++i) {  // branch-free: a rejection every ~20 values would mispredict
