@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -225,8 +226,10 @@ __attribute__((target("avx512f"))) void normal_lanes_avx512(const Sampler<float>
 }
 #pragma GCC diagnostic pop
 
+// Whether the written-out AVX-512 kernels run: the CPU has AVX-512F and INITKIT_DISABLE_AVX512 is
+// unset (the tests set it to check that the portable loops give the same bits).
 bool cpu_has_avx512f() {
-  static const bool has = __builtin_cpu_supports("avx512f");
+  static const bool has = __builtin_cpu_supports("avx512f") && std::getenv("INITKIT_DISABLE_AVX512") == nullptr;
   return has;
 }
 #endif
