@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define INITKIT_HAVE_AVX512_KERNEL 1
@@ -59,8 +60,17 @@ INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t sr, int64_t 
                               int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
                               __mmask16 mask1) {
   int64_t r = 0;
-  for (; r + kTileRows <= rows; r += kTileRows)
+  // A remainder of 1 or 2 rows after the 6-row tiles goes with the last full tile as 4 + 3 or 4 + 4:
+  // fewer than 4 rows leave too few independent accumulators to hide the FMA latency. (Each row
+  // is summed alike in every tile height: the split does not change any value.)
+  const int64_t full = rows % kTileRows != 0 && rows % kTileRows < 3 && rows > kTileRows ? rows / kTileRows - 1
+                                                                                         : rows / kTileRows;
+  for (; r < full * kTileRows; r += kTileRows)
     tile<kTileRows, kRelu>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+  if (rows - r > kTileRows) {
+    tile<4, kRelu>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+    r += 4;
+  }
   const float* ar = a + r * sr;
   float* cr = c + r * ldc;
   switch (rows - r) {
@@ -164,6 +174,70 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
   TORCH_CHECK(false, "initkit: own_gemm is not built for this CPU architecture");
 #endif
   return c;
+}
+
+at::Tensor own_mlp(const at::Tensor& a, at::TensorList panels, c10::ArrayRef<int64_t> outs, at::TensorList biases) {
+  const int64_t m = a.size(0);
+  const size_t layers = panels.size();
+  struct Layer {
+    const float* panels;
+    int64_t panel_count, k_size, n;
+    const float* bias;
+    float* out;
+  };
+  std::vector<Layer> plan(layers);
+  at::Tensor result;
+  std::vector<at::Tensor> hidden;  // the hidden layers' outputs [m, outs[l]], kept alive for the call
+  int64_t row_macs = 0;
+  for (size_t l = 0; l < layers; ++l) {
+    at::Tensor out = at::empty({m, outs[l]}, a.options().memory_format(at::MemoryFormat::Contiguous));
+    plan[l] = {panels[l].data_ptr<float>(), panels[l].size(0), panels[l].size(1), outs[l],
+               biases[l].defined() ? biases[l].data_ptr<float>() : nullptr, out.data_ptr<float>()};
+    row_macs += plan[l].panel_count * kPanel * plan[l].k_size;
+    if (l + 1 < layers) {
+      hidden.push_back(std::move(out));
+    } else {
+      result = std::move(out);
+    }
+  }
+#ifdef INITKIT_HAVE_AVX512_KERNEL
+  TORCH_CHECK(own_gemm_available() && plan[0].k_size == a.size(1), "initkit: own_mlp called without AVX-512 or with mismatched panels");
+  // Blocks of at most kRowBlock rows, as many as a multiple of the thread count (even shares).
+  const int64_t threads = at::get_num_threads();
+  int64_t blocks = std::max((m + kRowBlock - 1) / kRowBlock, std::min<int64_t>(threads, m));
+  blocks = (blocks + threads - 1) / threads * threads;
+  const int64_t block_rows = (m + blocks - 1) / blocks;
+  blocks = (m + block_rows - 1) / block_rows;
+  const int64_t grain = std::max<int64_t>(1, kSerialMacs / (block_rows * row_macs));
+  const float* a_data = a.data_ptr<float>();
+  const int64_t a_sr = a.stride(0), a_sk = a.stride(1);
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t r0 = blk * block_rows, rows = std::min(block_rows, m - r0);
+      const float* x = a_data + r0 * a_sr;
+      int64_t sr = a_sr, sk = a_sk;
+      for (size_t l = 0; l < layers; ++l) {
+        const Layer& L = plan[l];
+        float* out = L.out + r0 * L.n;
+        for (int64_t p = 0; p < L.panel_count; ++p) {
+          const int64_t n0 = p * kPanel;
+          const float* panel = L.panels + p * L.k_size * kPanel;
+          const float* bias = L.bias != nullptr ? L.bias + n0 : nullptr;
+          const __mmask16 mask0 = lane_mask(L.n - n0), mask1 = lane_mask(L.n - n0 - 16);
+          if (l + 1 < layers) {
+            tile_rows<true>(rows, x, sr, sk, panel, L.k_size, bias, out + n0, L.n, mask0, mask1);
+          } else {
+            tile_rows<false>(rows, x, sr, sk, panel, L.k_size, bias, out + n0, L.n, mask0, mask1);
+          }
+        }
+        x = out, sr = L.n, sk = 1;
+      }
+    }
+  });
+#else
+  TORCH_CHECK(false, "initkit: own_mlp is not built for this CPU architecture");
+#endif
+  return result;
 }
 
 }  // namespace cpu
