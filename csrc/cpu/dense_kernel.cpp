@@ -27,7 +27,9 @@ constexpr int64_t kSerialMacs = int64_t(1) << 17;  // below this a second thread
 
 // c[r, 0..32) = relu?(sum_k a[r, k] * panel[k, 0..32) + bias), for MR rows; masks cut the last panel
 // at N. max(0, x) as vmaxps(0, x) returns x when x is NaN (the second operand), and keeps -0.0.
-template <int MR, bool kRelu>
+// kHalf: a last panel with at most 16 valid columns (mask1 == 0) skips its second half's FMAs
+// (an MLP's narrow output layer); the first half is computed alike.
+template <int MR, bool kRelu, bool kHalf>
 INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* panel, int64_t k_size, const float* bias,
                          float* c, int64_t ldc, __mmask16 mask0, __mmask16 mask1) {
   const __m512 bias0 = bias != nullptr ? _mm512_maskz_loadu_ps(mask0, bias) : _mm512_setzero_ps();
@@ -36,6 +38,10 @@ INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* pa
   for (int r = 0; r < MR; ++r) acc0[r] = bias0, acc1[r] = bias1;
   for (int64_t k = 0; k < k_size; ++k) {
     const __m512 b0 = _mm512_load_ps(panel + k * kPanel);
+    if constexpr (kHalf) {
+      for (int r = 0; r < MR; ++r) acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * sr + k * sk]), b0, acc0[r]);
+      continue;
+    }
     const __m512 b1 = _mm512_load_ps(panel + k * kPanel + 16);
     for (int r = 0; r < MR; ++r) {
       const __m512 x = _mm512_set1_ps(a[r * sr + k * sk]);
@@ -49,13 +55,13 @@ INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* pa
   }
   for (int r = 0; r < MR; ++r) {
     _mm512_mask_storeu_ps(c + r * ldc, mask0, acc0[r]);
-    _mm512_mask_storeu_ps(c + r * ldc + 16, mask1, acc1[r]);
+    if constexpr (!kHalf) _mm512_mask_storeu_ps(c + r * ldc + 16, mask1, acc1[r]);
   }
 }
 
 // a[r, k] is at a + r * sr + k * sk: any strides (the backward's transposed operands included;
 // the broadcasts are scalar loads either way).
-template <bool kRelu>
+template <bool kRelu, bool kHalf>
 INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel,
                               int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
                               __mmask16 mask1) {
@@ -66,20 +72,32 @@ INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t sr, int64_t 
   const int64_t full = rows % kTileRows != 0 && rows % kTileRows < 3 && rows > kTileRows ? rows / kTileRows - 1
                                                                                          : rows / kTileRows;
   for (; r < full * kTileRows; r += kTileRows)
-    tile<kTileRows, kRelu>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+    tile<kTileRows, kRelu, kHalf>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
   if (rows - r > kTileRows) {
-    tile<4, kRelu>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+    tile<4, kRelu, kHalf>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
     r += 4;
   }
   const float* ar = a + r * sr;
   float* cr = c + r * ldc;
   switch (rows - r) {
-    case 5: tile<5, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 4: tile<4, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 3: tile<3, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 2: tile<2, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 1: tile<1, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 5: tile<5, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 4: tile<4, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 3: tile<3, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 2: tile<2, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 1: tile<1, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
     default: break;
+  }
+}
+
+// One panel against `rows` rows of a, on the tile_rows instance for relu and the panel's width.
+INITKIT_AVX512 void panel_rows(bool relu, int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel,
+                               int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
+                               __mmask16 mask1) {
+  const bool half = mask1 == 0;
+  if (relu) {
+    (half ? tile_rows<true, true> : tile_rows<true, false>)(rows, a, sr, sk, panel, k_size, bias, c, ldc, mask0, mask1);
+  } else {
+    (half ? tile_rows<false, true> : tile_rows<false, false>)(rows, a, sr, sk, panel, k_size, bias, c, ldc, mask0, mask1);
   }
 }
 
@@ -163,11 +181,7 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
       const float* bias_n0 = bias_data != nullptr ? bias_data + n0 : nullptr;
       float* c_block = c_data + r0 * n + n0;
       const __mmask16 mask0 = lane_mask(n - n0), mask1 = lane_mask(n - n0 - 16);
-      if (relu) {
-        tile_rows<true>(rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
-      } else {
-        tile_rows<false>(rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
-      }
+      panel_rows(relu, rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
     }
   });
 #else
@@ -224,11 +238,7 @@ at::Tensor own_mlp(const at::Tensor& a, at::TensorList panels, c10::ArrayRef<int
           const float* panel = L.panels + p * L.k_size * kPanel;
           const float* bias = L.bias != nullptr ? L.bias + n0 : nullptr;
           const __mmask16 mask0 = lane_mask(L.n - n0), mask1 = lane_mask(L.n - n0 - 16);
-          if (l + 1 < layers) {
-            tile_rows<true>(rows, x, sr, sk, panel, L.k_size, bias, out + n0, L.n, mask0, mask1);
-          } else {
-            tile_rows<false>(rows, x, sr, sk, panel, L.k_size, bias, out + n0, L.n, mask0, mask1);
-          }
+          panel_rows(l + 1 < layers, rows, x, sr, sk, panel, L.k_size, bias, out + n0, L.n, mask0, mask1);
         }
         x = out, sr = L.n, sk = 1;
       }
