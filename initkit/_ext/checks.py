@@ -33,6 +33,31 @@ def require_tensor_list(op, name, values, optional_items=False) -> None:
             require_tensor(op, f"{name}[{i}]", value, optional_items)
 
 
+# One call per op call: the fused layers' Python path runs with caches cold from the GEMMs, where
+# each Python call costs about a microsecond.
+def require_linear_tensors(op, input, weight, bias) -> None:
+    """require_tensor for each argument of linear_relu."""
+    if not (isinstance(input, _Tensor) and isinstance(weight, _Tensor) and (bias is None or isinstance(bias, _Tensor))):
+        require_tensor(op, "input", input)
+        require_tensor(op, "weight", weight)
+        require_tensor(op, "bias", bias, optional=True)
+
+
+def require_mlp_tensors(op, input, weights, biases) -> None:
+    """require_tensor / require_tensor_list for each argument of mlp, in that order."""
+    if not isinstance(input, _Tensor):
+        require_tensor(op, "input", input)
+    if not (isinstance(weights, (list, tuple)) and isinstance(biases, (list, tuple))):
+        require_tensor_list(op, "weights", weights)
+        require_tensor_list(op, "biases", biases, optional_items=True)
+    for weight in weights:
+        if not isinstance(weight, _Tensor):
+            require_tensor_list(op, "weights", weights)
+    for bias in biases:
+        if bias is not None and not isinstance(bias, _Tensor):
+            require_tensor_list(op, "biases", biases, optional_items=True)
+
+
 def check_input(op, input):
     _require(input.dim() >= 1, lambda: f"{op}: expected an input of shape [..., in_features], got a 0-D tensor")
     _require(
