@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._ext.backend import handles
-from ._ext.checks import check_linear, check_mlp, require_tensor, require_tensor_list
+from ._ext.checks import check_linear, check_mlp, require_linear_tensors, require_mlp_tensors
 
 __all__ = ["linear_relu", "mlp"]
 
@@ -27,9 +27,7 @@ def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
         F.relu(F.linear(input, weight, bias))
     """
     if not torch.jit.is_scripting():
-        require_tensor("linear_relu", "input", input)
-        require_tensor("linear_relu", "weight", weight)
-        require_tensor("linear_relu", "bias", bias, optional=True)
+        require_linear_tensors("linear_relu", input, weight, bias)
         if not handles(input):
             check_linear("linear_relu", input, weight, bias)
             return F.relu(F.linear(input, weight, bias))
@@ -47,9 +45,7 @@ def mlp(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) ->
                 input = F.relu(input)
     """
     if not torch.jit.is_scripting():
-        require_tensor("mlp", "input", input)
-        require_tensor_list("mlp", "weights", weights)
-        require_tensor_list("mlp", "biases", biases, optional_items=True)
+        require_mlp_tensors("mlp", input, weights, biases)
         if not handles(input):
             check_mlp("mlp", input, weights, biases)
             return _mlp_by_layers(input, weights, biases, fused=False)

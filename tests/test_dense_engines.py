@@ -70,6 +70,21 @@ CHECKS = textwrap.dedent(
     mlp(x, wg, bs).square().sum().backward(); ref_mlp(x, wr, bs).square().sum().backward()
     for a, b_ in zip(wg, wr):
         same(a.grad, b_.grad, 1e-3)
+    # mlp inference (weights packed; in float32 with AVX-512 possibly the whole MLP in one parallel
+    # region, rows split across threads): NaN/inf, a missing bias, strided and 3-D inputs, odd row
+    # counts, repeated calls, an in-place weight update
+    with torch.no_grad():
+        for rows in (64, 1, 7, 100):
+            xs = torch.randn(rows, 256)
+            xs[0, 0] = float("nan"); xs[-1, 1] = float("inf")
+            bn = [bs[0], None, bs[2]]
+            first = mlp(xs, ws, bn)
+            same(first, ref_mlp(xs, ws, bn), 1e-4)
+            assert torch.equal(mlp(xs, ws, bn).nan_to_num(), first.nan_to_num())
+            same(mlp(xs.t().contiguous().t(), ws, bn), first, 1e-4)
+            same(mlp(xs.view(1, rows, 256), ws, bn), first.view(1, rows, 10), 1e-4)
+        ws[1].mul_(-1)
+        same(mlp(x, ws, bs), ref_mlp(x, ws, bs), 1e-4)
 
     # inference: packed weights are reused while unchanged, repacked when the weight changes
     layer = initkit.nn.FusedLinearReLU(512, 512)
@@ -144,3 +159,51 @@ def test_engine_choice_is_kept_per_shape(ext):
             first = linear_relu(x, wg, b)
             for _ in range(3):
                 assert torch.equal(linear_relu(x, wg, b), first)
+
+
+ROWS_BITS = textwrap.dedent(
+    """
+    import torch
+    import initkit
+    from initkit.functional import linear_relu, mlp
+    torch.manual_seed(0)
+    sizes = [256, 256, 256, 10]
+    ws = [torch.randn(o, i) / i**0.5 for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [torch.randn(o) for o in sizes[1:]]
+    for rows in (64, 37, 200):
+        x = torch.randn(rows, 256)
+        with torch.no_grad():
+            outs = []
+            for threads in (1, 2, 3):
+                torch.set_num_threads(threads)
+                outs.append(mlp(x, ws, bs))
+            h = x
+            for i, (w, b) in enumerate(zip(ws, bs)):
+                h = linear_relu(h, w, b) if i + 1 < len(ws) else torch.ops.initkit.mlp(h, [w], [b])
+        for out in outs:
+            assert torch.equal(out, outs[0])
+        assert torch.equal(h, outs[0])
+    print("ok")
+    """
+)
+
+
+def test_mlp_rows_split_same_bits(ext):
+    """On initkit's own kernel the whole-MLP inference path (rows split across threads, one parallel
+    region) gives the bits of the layer-by-layer own kernel, for any thread count."""
+    proc = run_python(ROWS_BITS, {"INITKIT_CPU_GEMM": "initkit", "INITKIT_REQUIRE_EXT": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
+def test_mlp_engine_choice_is_kept(ext):
+    """An MLP shape's first inference call calibrates (whole-MLP path or layer by layer); later calls
+    give the same bits."""
+    torch.manual_seed(0)
+    ws = [torch.randn(192, 160) / 160**0.5, torch.randn(192, 192) / 192**0.5, torch.randn(10, 192)]
+    bs = [torch.randn(192), None, torch.randn(10)]
+    x = torch.randn(48, 160)
+    with torch.no_grad():
+        first = mlp(x, ws, bs)
+        for _ in range(3):
+            assert torch.equal(mlp(x, ws, bs), first)

@@ -94,20 +94,24 @@ class MLPFunction : public torch::autograd::Function<MLPFunction> {
 };
 
 at::Tensor mlp_autograd(const at::Tensor& input, at::TensorList weights, const OptionalTensorList& biases) {
-  bool requires_grad = input.requires_grad();
-  std::vector<at::Tensor> present_biases;
-  for (const auto& w : weights) requires_grad = requires_grad || w.requires_grad();
-  for (size_t i = 0; i < biases.size(); ++i) {
-    const OptionalTensor b = biases.get(i);
-    if (b.has_value() && b->defined()) {
-      requires_grad = requires_grad || b->requires_grad();
-      present_biases.push_back(*b);
+  bool requires_grad = false;
+  if (at::GradMode::is_enabled()) {
+    requires_grad = input.requires_grad();
+    for (const auto& w : weights) requires_grad = requires_grad || w.requires_grad();
+    for (size_t i = 0; i < biases.size(); ++i) {
+      const OptionalTensor b = biases.get(i);
+      requires_grad = requires_grad || (b.has_value() && b->defined() && b->requires_grad());
     }
   }
-  if (!at::GradMode::is_enabled() || !requires_grad) {
+  if (!requires_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;  // inference: no node, no saved activations
     const cpu::PackWeightsGuard pack(true);      // the weights may stay packed (cpu/dense_gemm.h)
     return ops::mlp(input, weights, biases);
+  }
+  std::vector<at::Tensor> present_biases;
+  for (size_t i = 0; i < biases.size(); ++i) {
+    const OptionalTensor b = biases.get(i);
+    if (b.has_value() && b->defined()) present_biases.push_back(*b);
   }
   return MLPFunction::apply(input, weights, at::TensorList(present_biases), biases);
 }

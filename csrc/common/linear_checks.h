@@ -10,6 +10,7 @@
 #include <c10/util/accumulate.h>
 
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,18 @@ inline std::string dtype_name(at::ScalarType t) {
   }
 }
 
-inline std::string indexed(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
+// An argument's name, "weight" or "weights[2]": only printed into a failing check's message, so
+// the checks of every call build no strings.
+struct ArgName {
+  const char* name;
+  int64_t index = -1;  // -1: not a list item
+};
+
+inline std::ostream& operator<<(std::ostream& os, const ArgName& arg) {
+  os << arg.name;
+  if (arg.index >= 0) os << "[" << arg.index << "]";
+  return os;
+}
 
 inline void check_input(const char* op, const at::Tensor& input) {
   TORCH_CHECK(input.dim() >= 1, op, ": expected an input of shape [..., in_features], got a 0-D tensor");
@@ -48,7 +60,7 @@ inline void check_input(const char* op, const at::Tensor& input) {
 }
 
 // `t` has the input's dtype and device.
-inline void check_like_input(const char* op, const std::string& what, const at::Tensor& t, const at::Tensor& input) {
+inline void check_like_input(const char* op, const ArgName& what, const at::Tensor& t, const at::Tensor& input) {
   TORCH_CHECK(t.scalar_type() == input.scalar_type(), op, ": expected ", what, " of the input's dtype ",
               dtype_name(input.scalar_type()), ", got ", dtype_name(t.scalar_type()));
   TORCH_CHECK(t.device() == input.device(), op, ": expected ", what, " on the input's device ", input.device(),
@@ -56,7 +68,7 @@ inline void check_like_input(const char* op, const std::string& what, const at::
 }
 
 // weight [out, in] with in == in_features; bias [out] or absent.
-inline void check_layer(const char* op, const std::string& weight_name, const std::string& bias_name,
+inline void check_layer(const char* op, const ArgName& weight_name, const ArgName& bias_name,
                         const at::Tensor& input, int64_t in_features, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias) {
   TORCH_CHECK(weight.dim() == 2, op, ": expected ", weight_name, " to be a 2-D weight [out_features, in_features], got shape ",
@@ -72,7 +84,7 @@ inline void check_layer(const char* op, const std::string& weight_name, const st
 }
 
 // `t` has exactly the shape `expected` and the input's dtype and device.
-inline void check_shaped(const char* op, const std::string& what, const at::Tensor& t, c10::IntArrayRef expected,
+inline void check_shaped(const char* op, const ArgName& what, const at::Tensor& t, c10::IntArrayRef expected,
                          const at::Tensor& input) {
   TORCH_CHECK(t.sizes() == expected, op, ": expected ", what, " of shape ", expected, ", got ", t.sizes());
   check_like_input(op, what, t, input);
@@ -92,7 +104,7 @@ inline int64_t leading_rows(const at::Tensor& input) {
 inline void check_linear_args(const char* op, const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias) {
   check_input(op, input);
-  check_layer(op, "weight", "bias", input, input.size(-1), weight, bias);
+  check_layer(op, {"weight"}, {"bias"}, input, input.size(-1), weight, bias);
 }
 
 // _linear_relu_backward: as linear_relu, plus out and grad_out of the output's shape.
@@ -100,8 +112,8 @@ inline void check_linear_backward_args(const char* op, const at::Tensor& grad_ou
                                        const at::Tensor& input, const at::Tensor& weight) {
   check_linear_args(op, input, weight, std::nullopt);
   const std::vector<int64_t> shape = output_shape(input, weight.size(0));
-  check_shaped(op, "out", out, shape, input);
-  check_shaped(op, "grad_out", grad_out, shape, input);
+  check_shaped(op, {"out"}, out, shape, input);
+  check_shaped(op, {"grad_out"}, grad_out, shape, input);
 }
 
 inline void check_mlp_args(const char* op, const at::Tensor& input, at::TensorList weights,
@@ -112,7 +124,8 @@ inline void check_mlp_args(const char* op, const at::Tensor& input, at::TensorLi
               biases.size(), " biases for ", weights.size(), " weights");
   int64_t features = input.size(-1);
   for (size_t i = 0; i < weights.size(); ++i) {
-    check_layer(op, indexed("weights", i), indexed("biases", i), input, features, weights[i], biases.get(i));
+    const auto index = static_cast<int64_t>(i);
+    check_layer(op, {"weights", index}, {"biases", index}, input, features, weights[i], biases.get(i));
     features = weights[i].size(0);
   }
 }
@@ -126,9 +139,9 @@ inline void check_mlp_backward_args(const char* op, const at::Tensor& grad_out, 
               " hidden activations (one per layer but the last), got ", hidden.size());
   const int64_t rows = leading_rows(input);
   for (size_t i = 0; i < hidden.size(); ++i) {
-    check_shaped(op, indexed("hidden", i), hidden[i], {rows, weights[i].size(0)}, input);
+    check_shaped(op, {"hidden", static_cast<int64_t>(i)}, hidden[i], {rows, weights[i].size(0)}, input);
   }
-  check_shaped(op, "grad_out", grad_out, output_shape(input, weights.back().size(0)), input);
+  check_shaped(op, {"grad_out"}, grad_out, output_shape(input, weights.back().size(0)), input);
 }
 
 }  // namespace initkit

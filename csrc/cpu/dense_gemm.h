@@ -279,8 +279,10 @@ constexpr double kRetimeMargin = 0.05;
 constexpr double kRetimeBudgetS = 0.1;  // no re-timing after rounds this long (seconds of GEMMs)
 constexpr double kSwitchMargin = 0.03;
 
-inline at::Tensor calibrate(const bool (&usable)[kEngines], const at::Tensor& a, const at::Tensor& b,
-                            const std::optional<at::Tensor>& bias, bool relu, Engine* winner) {
+// `run(e)` computes the result with candidate e (of kEngines; usable[e] says which take part);
+// `fallback` plays MKL's part. Returns the winner, its result in *result.
+template <typename Run>
+int calibrate_choice(const bool (&usable)[kEngines], Run run, int fallback, at::Tensor* winner_result) {
   std::vector<double> samples[kEngines];
   at::Tensor result[kEngines];
   int order[kEngines], count = 0;
@@ -288,7 +290,7 @@ inline at::Tensor calibrate(const bool (&usable)[kEngines], const at::Tensor& a,
     if (usable[e]) order[count++] = e;
   const auto timed = [&](int e) {
     const auto start = std::chrono::steady_clock::now();
-    result[e] = gemm_with(static_cast<Engine>(e), a, b, bias, relu);
+    result[e] = run(e);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   double round_s = 0;
@@ -324,10 +326,17 @@ inline at::Tensor calibrate(const bool (&usable)[kEngines], const at::Tensor& a,
   const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (second < median[best] * (1 + kRetimeMargin) && spent < kRetimeBudgetS)
     std::tie(best, second) = time_rounds(std::max(rounds, 1));
-  const int mkl = static_cast<int>(Engine::kMkl);
-  if (best != mkl && median[best] * (1 + kSwitchMargin) > median[mkl]) best = mkl;
-  *winner = static_cast<Engine>(best);
-  return result[best];
+  if (best != fallback && median[best] * (1 + kSwitchMargin) > median[fallback]) best = fallback;
+  *winner_result = result[best];
+  return best;
+}
+
+inline at::Tensor calibrate(const bool (&usable)[kEngines], const at::Tensor& a, const at::Tensor& b,
+                            const std::optional<at::Tensor>& bias, bool relu, Engine* winner) {
+  at::Tensor result;
+  const auto run = [&](int e) { return gemm_with(static_cast<Engine>(e), a, b, bias, relu); };
+  *winner = static_cast<Engine>(calibrate_choice(usable, run, static_cast<int>(Engine::kMkl), &result));
+  return result;
 }
 
 // c = relu?(a @ b.T (+ bias)) on the chosen engine; contiguous [M, N] output.

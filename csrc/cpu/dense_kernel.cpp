@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define INITKIT_HAVE_AVX512_KERNEL 1
@@ -26,7 +27,9 @@ constexpr int64_t kSerialMacs = int64_t(1) << 17;  // below this a second thread
 
 // c[r, 0..32) = relu?(sum_k a[r, k] * panel[k, 0..32) + bias), for MR rows; masks cut the last panel
 // at N. max(0, x) as vmaxps(0, x) returns x when x is NaN (the second operand), and keeps -0.0.
-template <int MR, bool kRelu>
+// kHalf: a last panel with at most 16 valid columns (mask1 == 0) skips its second half's FMAs
+// (an MLP's narrow output layer); the first half is computed alike.
+template <int MR, bool kRelu, bool kHalf>
 INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* panel, int64_t k_size, const float* bias,
                          float* c, int64_t ldc, __mmask16 mask0, __mmask16 mask1) {
   const __m512 bias0 = bias != nullptr ? _mm512_maskz_loadu_ps(mask0, bias) : _mm512_setzero_ps();
@@ -35,6 +38,10 @@ INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* pa
   for (int r = 0; r < MR; ++r) acc0[r] = bias0, acc1[r] = bias1;
   for (int64_t k = 0; k < k_size; ++k) {
     const __m512 b0 = _mm512_load_ps(panel + k * kPanel);
+    if constexpr (kHalf) {
+      for (int r = 0; r < MR; ++r) acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * sr + k * sk]), b0, acc0[r]);
+      continue;
+    }
     const __m512 b1 = _mm512_load_ps(panel + k * kPanel + 16);
     for (int r = 0; r < MR; ++r) {
       const __m512 x = _mm512_set1_ps(a[r * sr + k * sk]);
@@ -48,28 +55,49 @@ INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* pa
   }
   for (int r = 0; r < MR; ++r) {
     _mm512_mask_storeu_ps(c + r * ldc, mask0, acc0[r]);
-    _mm512_mask_storeu_ps(c + r * ldc + 16, mask1, acc1[r]);
+    if constexpr (!kHalf) _mm512_mask_storeu_ps(c + r * ldc + 16, mask1, acc1[r]);
   }
 }
 
 // a[r, k] is at a + r * sr + k * sk: any strides (the backward's transposed operands included;
 // the broadcasts are scalar loads either way).
-template <bool kRelu>
+template <bool kRelu, bool kHalf>
 INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel,
                               int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
                               __mmask16 mask1) {
   int64_t r = 0;
-  for (; r + kTileRows <= rows; r += kTileRows)
-    tile<kTileRows, kRelu>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+  // A remainder of 1 or 2 rows after the 6-row tiles goes with the last full tile as 4 + 3 or 4 + 4:
+  // fewer than 4 rows leave too few independent accumulators to hide the FMA latency. (Each row
+  // is summed alike in every tile height: the split does not change any value.)
+  const int64_t full = rows % kTileRows != 0 && rows % kTileRows < 3 && rows > kTileRows ? rows / kTileRows - 1
+                                                                                         : rows / kTileRows;
+  for (; r < full * kTileRows; r += kTileRows)
+    tile<kTileRows, kRelu, kHalf>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+  if (rows - r > kTileRows) {
+    tile<4, kRelu, kHalf>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
+    r += 4;
+  }
   const float* ar = a + r * sr;
   float* cr = c + r * ldc;
   switch (rows - r) {
-    case 5: tile<5, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 4: tile<4, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 3: tile<3, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 2: tile<2, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 1: tile<1, kRelu>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 5: tile<5, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 4: tile<4, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 3: tile<3, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 2: tile<2, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    case 1: tile<1, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
     default: break;
+  }
+}
+
+// One panel against `rows` rows of a, on the tile_rows instance for relu and the panel's width.
+INITKIT_AVX512 void panel_rows(bool relu, int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel,
+                               int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
+                               __mmask16 mask1) {
+  const bool half = mask1 == 0;
+  if (relu) {
+    (half ? tile_rows<true, true> : tile_rows<true, false>)(rows, a, sr, sk, panel, k_size, bias, c, ldc, mask0, mask1);
+  } else {
+    (half ? tile_rows<false, true> : tile_rows<false, false>)(rows, a, sr, sk, panel, k_size, bias, c, ldc, mask0, mask1);
   }
 }
 
@@ -153,17 +181,73 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
       const float* bias_n0 = bias_data != nullptr ? bias_data + n0 : nullptr;
       float* c_block = c_data + r0 * n + n0;
       const __mmask16 mask0 = lane_mask(n - n0), mask1 = lane_mask(n - n0 - 16);
-      if (relu) {
-        tile_rows<true>(rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
-      } else {
-        tile_rows<false>(rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
-      }
+      panel_rows(relu, rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
     }
   });
 #else
   TORCH_CHECK(false, "initkit: own_gemm is not built for this CPU architecture");
 #endif
   return c;
+}
+
+at::Tensor own_mlp(const at::Tensor& a, at::TensorList panels, c10::ArrayRef<int64_t> outs, at::TensorList biases) {
+  const int64_t m = a.size(0);
+  const size_t layers = panels.size();
+  struct Layer {
+    const float* panels;
+    int64_t panel_count, k_size, n;
+    const float* bias;
+    float* out;
+  };
+  std::vector<Layer> plan(layers);
+  at::Tensor result;
+  std::vector<at::Tensor> hidden;  // the hidden layers' outputs [m, outs[l]], kept alive for the call
+  int64_t row_macs = 0;
+  for (size_t l = 0; l < layers; ++l) {
+    at::Tensor out = at::empty({m, outs[l]}, a.options().memory_format(at::MemoryFormat::Contiguous));
+    plan[l] = {panels[l].data_ptr<float>(), panels[l].size(0), panels[l].size(1), outs[l],
+               biases[l].defined() ? biases[l].data_ptr<float>() : nullptr, out.data_ptr<float>()};
+    row_macs += plan[l].panel_count * kPanel * plan[l].k_size;
+    if (l + 1 < layers) {
+      hidden.push_back(std::move(out));
+    } else {
+      result = std::move(out);
+    }
+  }
+#ifdef INITKIT_HAVE_AVX512_KERNEL
+  TORCH_CHECK(own_gemm_available() && plan[0].k_size == a.size(1), "initkit: own_mlp called without AVX-512 or with mismatched panels");
+  // Blocks of at most kRowBlock rows, as many as a multiple of the thread count (even shares).
+  const int64_t threads = at::get_num_threads();
+  int64_t blocks = std::max((m + kRowBlock - 1) / kRowBlock, std::min<int64_t>(threads, m));
+  blocks = (blocks + threads - 1) / threads * threads;
+  const int64_t block_rows = (m + blocks - 1) / blocks;
+  blocks = (m + block_rows - 1) / block_rows;
+  const int64_t grain = std::max<int64_t>(1, kSerialMacs / (block_rows * row_macs));
+  const float* a_data = a.data_ptr<float>();
+  const int64_t a_sr = a.stride(0), a_sk = a.stride(1);
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t r0 = blk * block_rows, rows = std::min(block_rows, m - r0);
+      const float* x = a_data + r0 * a_sr;
+      int64_t sr = a_sr, sk = a_sk;
+      for (size_t l = 0; l < layers; ++l) {
+        const Layer& L = plan[l];
+        float* out = L.out + r0 * L.n;
+        for (int64_t p = 0; p < L.panel_count; ++p) {
+          const int64_t n0 = p * kPanel;
+          const float* panel = L.panels + p * L.k_size * kPanel;
+          const float* bias = L.bias != nullptr ? L.bias + n0 : nullptr;
+          const __mmask16 mask0 = lane_mask(L.n - n0), mask1 = lane_mask(L.n - n0 - 16);
+          panel_rows(l + 1 < layers, rows, x, sr, sk, panel, L.k_size, bias, out + n0, L.n, mask0, mask1);
+        }
+        x = out, sr = L.n, sk = 1;
+      }
+    }
+  });
+#else
+  TORCH_CHECK(false, "initkit: own_mlp is not built for this CPU architecture");
+#endif
+  return result;
 }
 
 }  // namespace cpu

@@ -30,5 +30,13 @@ at::Tensor pack_gemm_panels(const at::Tensor& b);
 at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, const std::optional<at::Tensor>& bias,
                     bool relu);
 
+// A whole ReLU MLP (ReLU after every layer but the last) on packed panels: layer l has panels[l]
+// (of a weight [outs[l], K_l]) and biases[l] (contiguous float32, or undefined). The rows of a are
+// cut into blocks, one task each, and a task takes its block through every layer: row r of layer
+// l + 1 needs only row r of layer l, so there is one parallel region and no barrier between
+// layers, the block's activations stay in cache, and a narrow last layer idles no thread. Each
+// output is summed exactly as own_gemm sums it: the same bits as own_gemm layer by layer.
+at::Tensor own_mlp(const at::Tensor& a, at::TensorList panels, c10::ArrayRef<int64_t> outs, at::TensorList biases);
+
 }  // namespace cpu
 }  // namespace initkit

@@ -55,8 +55,16 @@ def handles(tensor: Tensor) -> bool:
     strided tensor of a dtype the kernels take, on CPU, meta, or CUDA when the extension has CUDA
     kernels. Everything else keeps torch's own handling: tensor subclasses (DTensor, ...), sparse
     tensors and vmap-batched tensors."""
-    # Tensor.is_cpu & co. rather than device.type: the fused layers call this on every forward.
-    if backend() != "ext" or tensor.dtype not in EXT_DTYPES or tensor.layout != torch.strided:
+    # Tensor.is_cpu & co. rather than device.type, and backend() inlined for the default "ext": the
+    # fused layers call this on every forward, where each Python call costs about a microsecond
+    # (caches cold from the GEMMs).
+    if _forced is not None:
+        ext = _forced == "ext"
+    elif _requested == "ext":
+        ext = load.ext_available()
+    else:
+        ext = backend() == "ext"  # (raises for an unknown INITKIT_BACKEND, as backend() does)
+    if not ext or tensor.dtype not in EXT_DTYPES or tensor.layout != torch.strided:
         return False
     if type(tensor) not in _PLAIN_TYPES and _is_user_subclass(tensor):
         return False
