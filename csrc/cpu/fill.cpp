@@ -22,6 +22,7 @@
 #include "../common/fill_sampler.h"
 #include "../common/fill_ops.h"
 #include "multiversion.h"
+#include "normal_avx512.h"
 
 namespace initkit {
 namespace {
@@ -62,54 +63,44 @@ C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-// The same words with AVX-512 written out: 16 lanes of 32 bits per register, the products of the
-// even and odd lanes (vpmuludq) merged back by one two-source permute each for the high and the
-// low halves, and each round's two XORs as one vpternlogd. Compilers do not find this form: it
-// runs a uniform fill about 2x faster than the portable loop's AVX-512 clone (one core, L2).
-// (GCC 12's AVX-512 header self-initializes its "undefined" registers, which -Wuninitialized flags.)
-#pragma GCC diagnostic push
+#pragma GCC diagnostic push  // (see normal_avx512.h)
 #pragma GCC diagnostic ignored "-Wuninitialized"
-__attribute__((target("avx512f"))) void philox_lanes_avx512(const StreamKey& key, const uint64_t (&group)[kLanes],
-                                                             const uint32_t (&attempt)[kLanes],
-                                                             uint32_t (&words)[4][kLanes]) {
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The same words with AVX-512 written out (normal_avx512.h), from and to arrays.
+INITKIT_AVX512 void philox_lanes_avx512(const StreamKey& key, const uint64_t (&group)[kLanes],
+                                        const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
   static_assert(kLanes == 32, "two registers of 16 lanes");
-  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
-  // Dword d of a product pair (even products in a, odd in b): high halves 1, 3, ... / low 0, 2, ...
-  const __m512i high = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-  const __m512i low = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  __m512i c0[2], c1[2], c2[2], c3[2];
+  __m512i c[4][2];
   for (int h = 0; h < 2; ++h) {
     const __m512i ga = _mm512_loadu_si512(group + 16 * h), gb = _mm512_loadu_si512(group + 16 * h + 8);
     const __m512i att = _mm512_loadu_si512(attempt + 16 * h);
-    c0[h] = _mm512_permutex2var_epi32(ga, even, gb);  // the groups' low words
-    c1[h] = _mm512_or_si512(_mm512_permutex2var_epi32(ga, odd, gb), _mm512_slli_epi32(att, 24));
-    c2[h] = _mm512_set1_epi32(static_cast<int>(key.s0));
-    c3[h] = _mm512_set1_epi32(static_cast<int>(key.s1));
+    c[0][h] = _mm512_permutex2var_epi32(ga, even, gb);  // the groups' low words
+    c[1][h] = _mm512_or_si512(_mm512_permutex2var_epi32(ga, odd, gb), _mm512_slli_epi32(att, 24));
+    c[2][h] = _mm512_set1_epi32(static_cast<int>(key.s0));
+    c[3][h] = _mm512_set1_epi32(static_cast<int>(key.s1));
   }
-  uint32_t k0 = key.k0, k1 = key.k1;
-  for (int round = 0; round < 10; ++round) {
-    const __m512i vk0 = _mm512_set1_epi32(static_cast<int>(k0)), vk1 = _mm512_set1_epi32(static_cast<int>(k1));
-    for (int h = 0; h < 2; ++h) {
-      const __m512i e0 = _mm512_mul_epu32(c0[h], m0), o0 = _mm512_mul_epu32(_mm512_srli_epi64(c0[h], 32), m0);
-      const __m512i e1 = _mm512_mul_epu32(c2[h], m1), o1 = _mm512_mul_epu32(_mm512_srli_epi64(c2[h], 32), m1);
-      c0[h] = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi32(e1, high, o1), c1[h], vk0, 0x96);  // a^b^c
-      c1[h] = _mm512_permutex2var_epi32(e1, low, o1);
-      c2[h] = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi32(e0, high, o0), c3[h], vk1, 0x96);
-      c3[h] = _mm512_permutex2var_epi32(e0, low, o0);
-    }
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-  for (int h = 0; h < 2; ++h) {
-    _mm512_storeu_si512(words[0] + 16 * h, c0[h]);
-    _mm512_storeu_si512(words[1] + 16 * h, c1[h]);
-    _mm512_storeu_si512(words[2] + 16 * h, c2[h]);
-    _mm512_storeu_si512(words[3] + 16 * h, c3[h]);
-  }
+  avx512::philox_rounds<2>(c, key.k0, key.k1);
+  for (int j = 0; j < 4; ++j)
+    for (int h = 0; h < 2; ++h) _mm512_storeu_si512(words[j] + 16 * h, c[j][h]);
 }
 
+// The normal fill and the rejection kind on float blocks (positions in the queue: < 2^24).
+INITKIT_AVX512 void normal_blocks_avx512(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
+                                         float* out) {
+  constexpr int64_t kMaxBlocks = (int64_t(1) << 24) / (kLanes * 4);
+  for (int64_t k = 0; k < n_blocks; k += kMaxBlocks) {
+    const int64_t n = std::min(kMaxBlocks, n_blocks - k);
+    float* const o = out + kLanes * 4 * k;
+    const uint64_t g = g0 + static_cast<uint64_t>(kLanes * k);
+    if (s.kind == FillKind::TruncNormalByRejection) {
+      avx512::normal_blocks<true>(s, key, g, n, o);
+    } else {
+      avx512::normal_blocks<false>(s, key, g, n, o);
+    }
+  }
+}
 #pragma GCC diagnostic pop
 
 bool cpu_has_avx512f() {
@@ -136,30 +127,8 @@ constexpr int64_t kBlockF64 = kLanes * 2;  // elements per block, double
 constexpr int64_t kChunkBlocks = 32;       // float blocks per chunk (4096 values): the rejection redraws batch over one
 constexpr int64_t kChunkF32 = kChunkBlocks * kBlockF32;
 
-// Writes to pos the indices i < n (a multiple of 16) with out[i] outside [lo, hi]; returns their
-// count. Rejections are common (4.6% at +-2 std), so the branchy bit loop costs a mispredicted
-// branch per 16 values: AVX-512 compresses the indices instead (vpcompressd), once per chunk.
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx512f"))) int64_t find_outside_avx512(const float* out, int64_t n, float lo, float hi,
-                                                                uint32_t* pos) {
-  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
-  __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  int64_t count = 0;
-  for (int64_t base = 0; base < n; base += 16) {
-    const __m512 x = _mm512_loadu_ps(out + base);
-    const __mmask16 m = _mm512_cmp_ps_mask(x, vlo, _CMP_LT_OQ) | _mm512_cmp_ps_mask(x, vhi, _CMP_GT_OQ);
-    _mm512_storeu_si512(pos + count, _mm512_maskz_compress_epi32(m, index));
-    count += __builtin_popcount(m);
-    index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
-  }
-  return count;
-}
-#endif
-
+// Writes to pos the indices i < n with out[i] outside [lo, hi]; returns their count.
 int64_t find_outside(const float* out, int64_t n, float lo, float hi, uint32_t* pos) {
-#if defined(__GNUC__) && defined(__x86_64__)
-  if (cpu_has_avx512f()) return find_outside_avx512(out, n, lo, hi, pos);
-#endif
   int64_t count = 0;
   for (int64_t i = 0; i < n; ++i) {  // branch-free: a rejection every ~20 values would mispredict
     pos[count] = static_cast<uint32_t>(i);
@@ -176,10 +145,9 @@ int64_t find_outside(const float* out, int64_t n, float lo, float hi, uint32_t* 
 INITKIT_MULTIVERSION
 void redraw_outside(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n, float* out) {
   // A ring of entries position | (attempt - 1) << 16; never more than n <= kChunkF32 live entries.
-  // (+ 16: find_outside stores 16 at a time.)
   static_assert((kChunkF32 & (kChunkF32 - 1)) == 0 && kChunkF32 <= 0x10000, "the ring needs a power of 2");
   constexpr int64_t kMask = kChunkF32 - 1;
-  uint32_t ring[kChunkF32 + 16];
+  uint32_t ring[kChunkF32];
   int64_t head = 0, tail = find_outside(out, n, s.lo, s.hi, ring);  // entries of attempt 1
   while (head < tail) {
     const int64_t lanes = std::min<int64_t>(kLanes, tail - head);
@@ -230,6 +198,10 @@ C10_ALWAYS_INLINE void generate_lanes(const Sampler<acc_t>& sampler, const Strea
 INITKIT_MULTIVERSION
 void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, int64_t n_blocks,
                          float* out) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if ((sampler.kind == FillKind::Normal || sampler.kind == FillKind::TruncNormalByRejection) && cpu_has_avx512f())
+    return normal_blocks_avx512(sampler, key, g0, n_blocks, out);
+#endif
   for (int64_t k = 0; k < n_blocks; ++k) {
     uint64_t group[kLanes];
     consecutive_groups(g0 + kLanes * k, group);
