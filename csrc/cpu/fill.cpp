@@ -171,7 +171,7 @@ C10_ALWAYS_INLINE void consecutive_groups(uint64_t g0, uint64_t (&group)[kLanes]
 
 constexpr int64_t kBlockF32 = kLanes * 4;  // elements per block, 32-bit compute types
 constexpr int64_t kBlockF64 = kLanes * 2;  // elements per block, double
-constexpr int64_t kChunkBlocks = 32;       // float blocks per chunk (4096 values): the rejection redraws batch over one
+constexpr int64_t kChunkBlocks = 32;       // float blocks per chunk (4096 values): the generic rejection redraws batch over one
 constexpr int64_t kChunkF32 = kChunkBlocks * kBlockF32;
 
 // Writes to pos the indices i < n with out[i] outside [lo, hi]; returns their count.
@@ -240,8 +240,8 @@ C10_ALWAYS_INLINE void generate_lanes(const Sampler<acc_t>& sampler, const Strea
   }
 }
 
-// n_blocks * kBlockF32 float samples for logical elements [4*g0, 4*g0 + kBlockF32 n_blocks): the blocks, then
-// the rejection kind's redraws batched over all of them.
+// n_blocks * kBlockF32 float samples for logical elements [4*g0, 4*g0 + kBlockF32 n_blocks): chunks of
+// up to kChunkBlocks blocks, then the rejection kind's redraws batched over the chunk (the ring's size).
 INITKIT_MULTIVERSION
 void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, uint64_t g0, int64_t n_blocks,
                          float* out) {
@@ -249,12 +249,16 @@ void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, ui
   if ((sampler.kind == FillKind::Normal || sampler.kind == FillKind::TruncNormalByRejection) && cpu_has_avx512f())
     return normal_blocks_avx512(sampler, key, g0, n_blocks, out);
 #endif
-  for (int64_t k = 0; k < n_blocks; ++k) {
-    uint64_t group[kLanes];
-    consecutive_groups(g0 + kLanes * k, group);
-    generate_lanes<float, true>(sampler, key, group, out + kBlockF32 * k);
+  for (int64_t c = 0; c < n_blocks; c += kChunkBlocks) {
+    const int64_t chunk = std::min(kChunkBlocks, n_blocks - c);
+    for (int64_t k = c; k < c + chunk; ++k) {
+      uint64_t group[kLanes];
+      consecutive_groups(g0 + kLanes * k, group);
+      generate_lanes<float, true>(sampler, key, group, out + kBlockF32 * k);
+    }
+    if (sampler.kind == FillKind::TruncNormalByRejection)
+      redraw_outside(sampler, key, g0 + kLanes * c, kBlockF32 * chunk, out + kBlockF32 * c);
   }
-  if (sampler.kind == FillKind::TruncNormalByRejection) redraw_outside(sampler, key, g0, kBlockF32 * n_blocks, out);
 }
 
 // kBlockF64 double samples for logical elements [2*g0, 2*g0 + kBlockF64).
@@ -367,8 +371,8 @@ void fill_blocks(const FillJob& job, int64_t block_begin, int64_t block_end) {
   constexpr int64_t kPerGroup = std::is_same_v<acc_t, double> ? 2 : 4;
   const int64_t numel = job.tensor.numel();
   scalar_t* const data = job.tensor.data_ptr<scalar_t>();
-  // Float chunks of kChunkBlocks blocks (the rejection redraws batch over a chunk); double, which
-  // redraws per element, one block at a time.
+  // Float chunks of up to kChunkBlocks blocks through `values` (in place: all whole blocks at once);
+  // double, which redraws per element, one block at a time.
   constexpr int64_t kChunk = std::is_same_v<acc_t, double> ? 1 : kChunkBlocks;
   alignas(64) acc_t values[kChunk * kBlock];
 
@@ -382,15 +386,21 @@ void fill_blocks(const FillJob& job, int64_t block_begin, int64_t block_end) {
   }();
   if (!job.contiguous) cursor.emplace(job.tensor, first);
 
-  for (int64_t b = block_begin; b < block_end; b += kChunk) {
-    const int64_t n_blocks = std::min<int64_t>(kChunk, block_end - b);
+  for (int64_t b = block_begin, n_blocks; b < block_end; b += n_blocks) {
+    n_blocks = std::min<int64_t>(kChunk, block_end - b);
     const int64_t chunk_logical = (job.first_block + b) * kBlock;
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      // The whole blocks from b inside a contiguous float tensor: generated in place, in one call (so
+      // the rejection kind's partial batches and the AVX-512 kernel's prefetch stop only at its end).
+      const int64_t start = chunk_logical - job.offset;
+      if (job.contiguous && start >= 0 && start + kBlock <= numel)
+        n_blocks = std::min<int64_t>(block_end - b, (numel - start) / kBlock);
+    }
     const int64_t lo = std::max<int64_t>(chunk_logical - job.offset, first);
     const int64_t hi = std::min<int64_t>(chunk_logical + n_blocks * kBlock - job.offset, last);
     const uint64_t g0 = static_cast<uint64_t>(chunk_logical / kPerGroup);
     acc_t* target = values;
     if constexpr (std::is_same_v<scalar_t, float>) {
-      // Whole chunk inside a contiguous float tensor: generate in place.
       if (job.contiguous && hi - lo == n_blocks * kBlock) target = data + lo;
     }
     if constexpr (std::is_same_v<acc_t, double>) {

@@ -228,8 +228,9 @@ INITKIT_AVX512 void normal_blocks(const Sampler<float>& s, const StreamKey& key,
       c[2][h] = seti(key.s0);
       c[3][h] = seti(key.s1);
     }
-    for (int i = 0; i < kBlockValues; i += 16)  // a hint: no fault past the end
-      _mm_prefetch(reinterpret_cast<const char*>(out + kBlockValues * (k + kPrefetchBlocks) + i), _MM_HINT_ET0);
+    if (k + kPrefetchBlocks < n_blocks)  // (only lines this call writes: another thread may own the next)
+      for (int i = 0; i < kBlockValues; i += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(out + kBlockValues * (k + kPrefetchBlocks) + i), _MM_HINT_ET0);
     philox_rounds<2>(c, key.k0, key.k1);
     if constexpr (kTrunc) q.make_room();
     for (int h = 0; h < 2; ++h) {
