@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import run_python
 
 import initkit
 
@@ -213,3 +214,33 @@ def test_reduced_precision_uniform_is_the_float32_fill_rounded_then_kept_half_op
         rounded = full.to(dtype)
         expected = torch.where(rounded.float() < high, rounded, torch.tensor(low, dtype=dtype))
         assert torch.equal(low_p, expected)
+
+
+def test_avx512_kernels_and_portable_loops_give_the_same_bits(ext, tmp_path):
+    # Fills run hand-written AVX-512 kernels where the CPU has them and portable loops elsewhere;
+    # INITKIT_DISABLE_AVX512 forces the portable loops here, so both must write the same bits.
+    code = """
+import os, torch, initkit
+torch.set_num_threads(2)
+seed = torch.tensor(0x0123_4567_89AB_CDEF)
+out = []
+for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+    for op, params in [("uniform_fill", (-0.5, 2.0)), ("normal_fill", (0.25, 3.0)),
+                       ("trunc_normal_fill", (0.0, 1.0, -2.0, 2.0)), ("trunc_normal_fill", (0.0, 1.0, -1.3, 1.1))]:
+        for offset in (0, 2**33 + 5):
+            t = torch.empty(70001, dtype=dtype)
+            getattr(torch.ops.initkit, op)(t, *params, seed, 7, offset)
+            out.append(t)
+raw = torch.empty(70001)
+torch.ops.initkit._philox_fill(raw, seed, 3)
+torch.save(out + [raw], os.environ["OUT"])
+"""
+    results = []
+    for env in ({}, {"INITKIT_DISABLE_AVX512": "1"}):
+        path = tmp_path / f"fills{len(results)}.pt"
+        r = run_python(code, {**env, "OUT": str(path)})
+        assert r.returncode == 0, r.stderr
+        results.append(torch.load(path))
+    for a, b in zip(*results):
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+        assert torch.equal(a.view(bits), b.view(bits))

@@ -197,7 +197,8 @@ INITKIT_HOST_DEVICE float sample_uniform(const Sampler<float>& s, uint32_t w) {
   return x < s.hi ? x : s.lo;  // rounding can reach `high`; keep the range half-open
 }
 
-// Box-Muller on one word pair.
+// Box-Muller on one word pair. (cpu/fill.cpp's normal_pair_avx512 repeats these operations, and
+// those of log_positive and sincos_two_pi, in AVX-512 intrinsics: change both or the CPU's bits split.)
 INITKIT_HOST_DEVICE void sample_normal_pair(const Sampler<float>& s, uint32_t w0, uint32_t w1,
                                             float& x0, float& x1) {
   const float radius = sqrtf(-2.0f * log_positive(unit_open_closed(w0)));
