@@ -216,9 +216,9 @@ def test_reduced_precision_uniform_is_the_float32_fill_rounded_then_kept_half_op
         assert torch.equal(low_p, expected)
 
 
-def test_avx512_kernels_and_portable_loops_give_the_same_bits(ext, tmp_path):
-    # Fills run hand-written AVX-512 kernels where the CPU has them and portable loops elsewhere;
-    # INITKIT_DISABLE_AVX512 forces the portable loops here, so both must write the same bits.
+def test_avx512_avx2_and_portable_kernels_give_the_same_bits(ext, tmp_path):
+    # Fills run hand-written AVX-512 or AVX2 kernels where the CPU has them and portable loops
+    # elsewhere; INITKIT_CPU_KERNELS caps the level, so every level this CPU has must agree.
     code = """
 import os, torch, initkit
 torch.set_num_threads(2)
@@ -236,11 +236,12 @@ torch.ops.initkit._philox_fill(raw, seed, 3)
 torch.save(out + [raw], os.environ["OUT"])
 """
     results = []
-    for env in ({}, {"INITKIT_DISABLE_AVX512": "1"}):
+    for env in ({}, {"INITKIT_CPU_KERNELS": "avx2"}, {"INITKIT_CPU_KERNELS": "portable"}):
         path = tmp_path / f"fills{len(results)}.pt"
         r = run_python(code, {**env, "OUT": str(path)})
         assert r.returncode == 0, r.stderr
         results.append(torch.load(path))
-    for a, b in zip(*results):
-        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
-        assert torch.equal(a.view(bits), b.view(bits))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+            assert torch.equal(a.view(bits), b.view(bits))

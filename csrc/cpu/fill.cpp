@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <limits>
+#include <string>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -150,12 +151,20 @@ INITKIT_AVX512 void normal_lanes_avx512(const Sampler<float>& s, const uint32_t 
 }
 #pragma GCC diagnostic pop
 
-// Whether the written-out AVX-512 kernels run: the CPU has AVX-512F and INITKIT_DISABLE_AVX512 is
-// unset (the tests set it to check that the portable loops give the same bits).
-bool cpu_has_avx512f() {
-  static const bool has = __builtin_cpu_supports("avx512f") && std::getenv("INITKIT_DISABLE_AVX512") == nullptr;
-  return has;
+// Which written-out kernels run: the widest the CPU has, capped by INITKIT_CPU_KERNELS ("avx2" or
+// "portable", read once; the tests run every level and compare the bits).
+enum class CpuKernels { kPortable, kAvx2, kAvx512 };
+CpuKernels cpu_kernels() {
+  static const CpuKernels level = [] {
+    const char* env = std::getenv("INITKIT_CPU_KERNELS");
+    const std::string cap = env == nullptr ? "" : env;
+    if (cap == "portable" || !__builtin_cpu_supports("avx2")) return CpuKernels::kPortable;
+    if (cap == "avx2" || !__builtin_cpu_supports("avx512f")) return CpuKernels::kAvx2;
+    return CpuKernels::kAvx512;
+  }();
+  return level;
 }
+bool cpu_has_avx512f() { return cpu_kernels() == CpuKernels::kAvx512; }
 
 // The same words for AVX2 CPUs, written out: each word in a 64-bit lane (vpmuludq reads only the low
 // halves, so the high halves may hold anything and, unlike in the portable loop, are never masked),
@@ -197,10 +206,7 @@ __attribute__((target("avx2"))) void philox_lanes_avx2(const StreamKey& key, con
   }
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
+bool cpu_has_avx2() { return cpu_kernels() >= CpuKernels::kAvx2; }
 #endif
 
 C10_ALWAYS_INLINE void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes],
