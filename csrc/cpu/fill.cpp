@@ -313,6 +313,11 @@ void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, ui
     for (int64_t k = c; k < c + chunk; ++k) {
       uint64_t group[kLanes];
       consecutive_groups(g0 + kLanes * k, group);
+      // Output lines prefetched for writing, as normal_blocks does (lines this call writes only): one
+      // run, 4096x8192 uniform_ on 2 threads, 13.9 -> 12.1 ms and 14.0 -> 10.8 ms
+      if (k + kPrefetchBlocks < n_blocks)
+        for (int64_t i = 0; i < kBlockF32; i += 16)
+          __builtin_prefetch(out + kBlockF32 * (k + kPrefetchBlocks) + i, 1, 3);
       generate_lanes<float, true>(sampler, key, group, out + kBlockF32 * k);
     }
     if (sampler.kind == FillKind::TruncNormalByRejection)

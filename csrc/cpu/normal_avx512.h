@@ -13,6 +13,14 @@
 // writing kPrefetchBlocks ahead, which measured (4096x8192 float32, 2 threads, one run) normal_
 // 0.94 -> 1.02 and trunc_normal_(+-2 std) 0.69 -> 0.80 of uniform_'s throughput.
 #pragma once
+#include <cstdint>
+
+namespace initkit {
+// Float blocks (128 values) ahead that the fills prefetch their output lines for writing, here and
+// in cpu/fill.cpp's portable loop: 4 KiB; 16 and 64 blocks measured the same or slower.
+constexpr int64_t kPrefetchBlocks = 8;
+}  // namespace initkit
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 
@@ -219,7 +227,6 @@ INITKIT_AVX512_INLINE void store_interleaved(float* out, __m512 v0, __m512 v1, _
 // n_blocks blocks of 32 groups from g0 (elements 4 g0 ...) of the normal fill, or of the
 // rejection kind (kTrunc): out-of-bounds values queued while in registers and redrawn as above.
 // n_blocks * 128 < 2^24 (the queue's position field).
-constexpr int64_t kPrefetchBlocks = 8;  // 4 KiB ahead: 16 and 64 blocks measured the same or slower
 
 template <bool kTrunc>
 INITKIT_AVX512 void normal_blocks(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
