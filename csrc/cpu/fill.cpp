@@ -92,10 +92,10 @@ INITKIT_AVX512 void philox_lanes_avx512(const StreamKey& key, const uint64_t (&g
   // The first draw (attempt 0) of groups with the same high word, i.e. every whole-tensor fill below
   // 2^34 elements: c1, c2, c3 start the same in every lane, so the products of round 0 and round 1
   // that only involve those words are one scalar multiply each (2 of the 20 vector products saved).
-  const __m512i c1_first = seti(static_cast<uint32_t>(_mm512_cvtsi512_si32(c[1][0])));
-  if ((_mm512_cmpeq_epi32_mask(c[1][0], c1_first) & _mm512_cmpeq_epi32_mask(c[1][1], c1_first)) == 0xffff) {
+  const uint32_t c1_lane0 = static_cast<uint32_t>(_mm512_cvtsi512_si32(c[1][0]));
+  if ((_mm512_cmpeq_epi32_mask(c[1][0], seti(c1_lane0)) & _mm512_cmpeq_epi32_mask(c[1][1], seti(c1_lane0))) == 0xffff) {
     const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * key.s0;  // round 0: c2 * M1
-    const uint32_t c0_round1 = static_cast<uint32_t>(p1 >> 32) ^ static_cast<uint32_t>(_mm512_cvtsi512_si32(c[1][0])) ^ k0;
+    const uint32_t c0_round1 = static_cast<uint32_t>(p1 >> 32) ^ c1_lane0 ^ k0;
     const uint32_t c1_round1 = static_cast<uint32_t>(p1);
     for (int h = 0; h < 2; ++h) {
       __m512i hi, lo;
@@ -289,9 +289,8 @@ C10_ALWAYS_INLINE void generate_lanes(const Sampler<acc_t>& sampler, const Strea
   philox_lanes(key, group, kFirst, w);
   if constexpr (std::is_same_v<acc_t, float>) {
 #if defined(__GNUC__) && defined(__x86_64__)
-    // (the rejection kind's normals too, when its redraws come later)
-    const bool normal = s.kind == FillKind::Normal || (kDeferRedraws && s.kind == FillKind::TruncNormalByRejection);
-    if (normal && cpu_has_avx512f()) return normal_lanes_avx512(s, w, out);
+    // (gathered groups only: generate_blocks_f32 sends whole blocks of both normal kinds to normal_blocks_avx512)
+    if (s.kind == FillKind::Normal && cpu_has_avx512f()) return normal_lanes_avx512(s, w, out);
 #endif
     sample_lanes<kLanes, kDeferRedraws>(s, key, group, w, out);
   } else {
