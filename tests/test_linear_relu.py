@@ -71,6 +71,39 @@ def test_low_precision_error_at_most_twice_torch(backend, dtype, features):
     assert err_ours <= 2 * err_torch + 1e-3, (err_ours, err_torch)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows", [1, 64, 200])  # one row block of the bias sums, exactly one, several
+def test_low_precision_backward_error_at_most_twice_torch(backend, dtype, rows):
+    x, w, b = make((rows,), 48, 40, dtype=torch.float32)
+    grad = torch.randn(rows, 40)
+
+    def grads(fn, dt):
+        args = [t.to(dt).requires_grad_() for t in (x, w, b)]
+        out = fn(*args)
+        return [g.double() for g in torch.autograd.grad(out, args, grad.to(dt))], out
+
+    truth, _ = grads(reference, torch.float64)
+    ours, out = grads(linear_relu, dtype)
+    theirs, _ = grads(reference, dtype)
+    assert out.dtype == dtype
+    for name, o, t, r in zip(("input", "weight", "bias"), ours, theirs, truth):
+        err_ours, err_torch = (o - r).abs().max().item(), (t - r).abs().max().item()
+        assert err_ours <= 2 * err_torch + 1e-2, (name, err_ours, err_torch)
+
+
+def test_low_precision_backward_nan_output_passes_gradient(backend):
+    # threshold_backward's rule: the gradient is kept where !(out <= 0), so where out is NaN.
+    x, w, b = make((70,), 8, 6, dtype=torch.float32)
+    x[3, 0] = float("nan")
+    args = [t.bfloat16().requires_grad_() for t in (x, w, b)]
+    grad_x, grad_w, grad_b = torch.autograd.grad(linear_relu(*args), args, torch.ones(70, 6, dtype=torch.bfloat16))
+    ref = [t.bfloat16().requires_grad_() for t in (x, w, b)]
+    ref_x, ref_w, ref_b = torch.autograd.grad(reference(*ref), ref, torch.ones(70, 6, dtype=torch.bfloat16))
+    assert grad_b.isnan().sum() == ref_b.isnan().sum() == 0  # the NaN row's grad is 1 per column
+    torch.testing.assert_close(grad_b, ref_b, rtol=1e-2, atol=1e-2)
+    assert torch.equal(grad_x.isnan(), ref_x.isnan()) and torch.equal(grad_w.isnan(), ref_w.isnan())
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_gradcheck(backend, bias):
     x, w, b = make((2, 3), 5, 4, bias=bias)

@@ -113,10 +113,26 @@ inline std::optional<Engine> pinned_engine() {
   return pinned;
 }
 
+// torch's own test whether oneDNN runs a 16-bit type on this CPU (mkldnn::_is_mkldnn_{bf16,fp16}_supported):
+// its float16 linear needs AVX512-FP16 or AVX-NE-CONVERT and throws without them (AMD Zen 5 has
+// neither). Absent from a torch build: not usable.
+inline bool onednn_supports(const char* check) {
+  const auto handle = c10::Dispatcher::singleton().findSchema({check, ""});
+  if (!handle.has_value()) return false;
+  try {
+    return handle->typed<bool()>().call();
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
 inline bool onednn_usable(const at::Tensor& a, const at::Tensor& b) {
+  static const bool bf16 = onednn_supports("mkldnn::_is_mkldnn_bf16_supported");
+  static const bool fp16 = onednn_supports("mkldnn::_is_mkldnn_fp16_supported");
   const auto dtype = a.scalar_type();
-  return (dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf) && a.size(0) > 0 && a.size(1) > 0 &&
-         b.size(0) > 0 && linear_pointwise_op().has_value() && at::globalContext().userEnabledMkldnn();
+  return (dtype == at::kFloat || (dtype == at::kBFloat16 && bf16) || (dtype == at::kHalf && fp16)) &&
+         a.size(0) > 0 && a.size(1) > 0 && b.size(0) > 0 && linear_pointwise_op().has_value() &&
+         at::globalContext().userEnabledMkldnn();
 }
 
 // ---- packed weights ------------------------------------------------------------------------
