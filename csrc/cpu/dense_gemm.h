@@ -10,7 +10,7 @@
 // No engine wins everywhere. The rule: shapes with fewer than kCalibrateMinMacs multiply-adds go
 // to MKL (oneDNN's fixed cost per call is larger than the whole GEMM there); for the others, the
 // first call of each (M, N, K, dtype, strides, bias, threads) times every usable engine on its own
-// data (calibrate() below: interleaved rounds, medians, a re-timing on near ties, MKL kept unless
+// data (calibrate() below: interleaved rounds, each engine's fastest run, a re-timing on near ties, MKL kept unless
 // beaten by a margin), keeps the winner for the process and returns the winner's result. Measured,
 // not guessed: which engine wins depends on the shape, the operand strides (backward passes
 // transposed views) and the CPU, and differs between forward and backward at the same layer size
@@ -277,17 +277,20 @@ inline std::unordered_map<GemmKey, Engine, GemmKeyHash>& choices() {
 
 // The calibration of one shape, on this call's own data. Each usable engine runs once first (oneDNN
 // creates its primitive, the own kernel packs its panels); then the engines are timed in rounds,
-// interleaved, the order rotating each round (a load change on the shared machine hits all alike),
-// and each engine's median is kept. Rounds: as many as fit in kCalibrationBudgetS, between
-// kMinRounds and kMaxRounds; where one round alone exceeds the budget (large shapes, a GEMM takes
-// milliseconds) the first run counts as a sample too. When the two fastest medians are within
-// kRetimeMargin (and the rounds took under kRetimeBudgetS) the same number of rounds is timed again
-// and the medians are taken over all. A
-// winner other than MKL (eager F.linear's engine) must beat MKL's median by kSwitchMargin: a near
-// tie goes to MKL, so a noisy calibration cannot leave the op slower than eager. Cost, once per
-// shape and pass: 2 x kCalibrationBudgetS (20 ms) at most for small and medium GEMMs (measured
-// 10-12 ms at 32x256 and 64x256), otherwise kMinRounds calls of each engine (x2 on a near tie below
-// kRetimeBudgetS): about 9-18 calls of the GEMM, e.g. 0.14 s at 256x1024 on the loaded 2-core VM.
+// interleaved, the order rotating each round, and each engine's fastest run is kept: load on the
+// shared machine only adds time, so the minimum is the estimate of an engine's own speed that a
+// burst of load cannot flip (with medians of 3 runs, a burst during two of one engine's runs
+// decides: one benchmark run here gave 4096x1024 forward+backward 1.23x eager instead of the usual
+// 1.8x, as if a backward GEMM had stayed on MKL at half oneDNN's speed). Rounds: as many as fit in
+// kCalibrationBudgetS, between kMinRounds and kMaxRounds; where one round alone exceeds the budget
+// (large shapes, a GEMM takes milliseconds) the first run counts as a sample too. When the two
+// fastest engines are within kRetimeMargin (and the rounds took under kRetimeBudgetS) the same
+// number of rounds is timed again. A winner other than MKL (eager F.linear's engine) must beat
+// MKL by kSwitchMargin: a near tie goes to MKL, so a noisy calibration cannot leave the op slower
+// than eager. Cost, once per shape and pass: 2 x kCalibrationBudgetS (20 ms) at most for small and
+// medium GEMMs (measured 10-12 ms at 32x256 and 64x256), otherwise kMinRounds calls of each engine
+// (x2 on a near tie below kRetimeBudgetS): about 9-18 calls of the GEMM, e.g. 0.14 s at 256x1024
+// on the loaded 2-core VM.
 constexpr int kMinRounds = 3;
 constexpr int kMaxRounds = 15;
 constexpr double kCalibrationBudgetS = 0.02;
@@ -318,31 +321,27 @@ int calibrate_choice(const bool (&usable)[kEngines], Run run, int fallback, at::
     rounds = kMinRounds - 1;
   }
   rounds = std::min(rounds, kMaxRounds);
-  double median[kEngines];
+  double fastest[kEngines];
   const auto time_rounds = [&](int n) {
     for (int r = 0; r < n; ++r) {
       std::rotate(order, order + 1, order + count);
       for (int i = 0; i < count; ++i) samples[order[i]].push_back(timed(order[i]));
     }
-    for (int e = 0; e < kEngines; ++e) {
-      median[e] = std::numeric_limits<double>::infinity();
-      if (!usable[e]) continue;
-      std::vector<double> s = samples[e];
-      std::nth_element(s.begin(), s.begin() + s.size() / 2, s.end());
-      median[e] = s[s.size() / 2];
-    }
-    int best = static_cast<int>(std::min_element(median, median + kEngines) - median);
+    for (int e = 0; e < kEngines; ++e)
+      fastest[e] = usable[e] ? *std::min_element(samples[e].begin(), samples[e].end())
+                             : std::numeric_limits<double>::infinity();
+    int best = static_cast<int>(std::min_element(fastest, fastest + kEngines) - fastest);
     double second = std::numeric_limits<double>::infinity();
     for (int e = 0; e < kEngines; ++e)
-      if (e != best) second = std::min(second, median[e]);
+      if (e != best) second = std::min(second, fastest[e]);
     return std::make_pair(best, second);
   };
   const auto start = std::chrono::steady_clock::now();
   auto [best, second] = time_rounds(std::max(rounds, 1));
   const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (second < median[best] * (1 + kRetimeMargin) && spent < kRetimeBudgetS)
+  if (second < fastest[best] * (1 + kRetimeMargin) && spent < kRetimeBudgetS)
     std::tie(best, second) = time_rounds(std::max(rounds, 1));
-  if (best != fallback && median[best] * (1 + kSwitchMargin) > median[fallback]) best = fallback;
+  if (best != fallback && fastest[best] * (1 + kSwitchMargin) > fastest[fallback]) best = fallback;
   *winner_result = result[best];
   return best;
 }
