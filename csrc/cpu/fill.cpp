@@ -72,10 +72,8 @@ C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_
 // The same words with AVX-512 written out (normal_avx512.h's philox_rounds), from and to arrays.
 INITKIT_AVX512 void philox_lanes_avx512(const StreamKey& key, const uint64_t (&group)[kLanes],
                                         const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
-  using avx512::mulhilo;
   using avx512::seti;
   static_assert(kLanes == 32, "two registers of 16 lanes");
-  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   __m512i c[4][2];
@@ -87,38 +85,13 @@ INITKIT_AVX512 void philox_lanes_avx512(const StreamKey& key, const uint64_t (&g
     c[2][h] = seti(key.s0);
     c[3][h] = seti(key.s1);
   }
-  uint32_t k0 = key.k0, k1 = key.k1;
-  int first_round = 0;
-  // The first draw (attempt 0) of groups with the same high word, i.e. every whole-tensor fill below
-  // 2^34 elements: c1, c2, c3 start the same in every lane, so the products of round 0 and round 1
-  // that only involve those words are one scalar multiply each (2 of the 20 vector products saved).
+  // The first draw of groups with the same high word: lane-uniform words 1..3 (see philox_shared_c1).
   const uint32_t c1_lane0 = static_cast<uint32_t>(_mm512_cvtsi512_si32(c[1][0]));
   if ((_mm512_cmpeq_epi32_mask(c[1][0], seti(c1_lane0)) & _mm512_cmpeq_epi32_mask(c[1][1], seti(c1_lane0))) == 0xffff) {
-    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * key.s0;  // round 0: c2 * M1
-    const uint32_t c0_round1 = static_cast<uint32_t>(p1 >> 32) ^ c1_lane0 ^ k0;
-    const uint32_t c1_round1 = static_cast<uint32_t>(p1);
-    for (int h = 0; h < 2; ++h) {
-      __m512i hi, lo;
-      mulhilo(c[0][h], m0, hi, lo);
-      c[2][h] = _mm512_ternarylogic_epi32(hi, c[3][h], seti(k1), 0x96);  // a^b^c
-      c[3][h] = lo;
-    }
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0_round1;  // round 1: c0 * M0
-    for (int h = 0; h < 2; ++h) {
-      __m512i hi, lo;
-      mulhilo(c[2][h], m1, hi, lo);
-      c[0][h] = _mm512_ternarylogic_epi32(hi, seti(c1_round1), seti(k0), 0x96);
-      c[1][h] = lo;
-      c[2][h] = _mm512_ternarylogic_epi32(seti(static_cast<uint32_t>(p0 >> 32)), c[3][h], seti(k1), 0x96);
-      c[3][h] = seti(static_cast<uint32_t>(p0));
-    }
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-    first_round = 2;
+    avx512::philox_shared_c1<2>(c, c1_lane0, key);
+  } else {
+    avx512::philox_rounds<2>(c, key.k0, key.k1);
   }
-  avx512::philox_rounds<2>(c, k0, k1, first_round);
   for (int j = 0; j < 4; ++j)
     for (int h = 0; h < 2; ++h) _mm512_storeu_si512(words[j] + 16 * h, c[j][h]);
 }
