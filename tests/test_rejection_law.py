@@ -1,4 +1,4 @@
-"""The CPU's batched rejection redraws (cpu/fill.cpp: redraw_outside, 32 lanes with gathered
+"""The CPU's batched rejection redraws (cpu/fill.cpp: redraw_outside; cpu/fill_simd.h: redraw_batch; gathered
 counters, one queue across attempts) give exactly the per-element law of common/fill_sampler.h (sample_lanes<1>, what the
 CUDA kernel runs): a small C++ program evaluates that law element by element from the shared
 header, and its bits must equal the op's."""

@@ -41,7 +41,7 @@ enum class FillKind : int64_t {
 constexpr int64_t kNumFillParams = 4;  // uniform: low, high; normal: mean, std; trunc: mean, std, a, b
 constexpr int64_t kMaxLogicalIndex = int64_t(1) << 56;
 // Rejection from the untruncated normal costs one normal plus, for the rejected fraction, redraws
-// (on the CPU batched 32 lanes at a time, each a whole Philox block): below this acceptance the
+// (on the CPU batched 32 or 64 lanes at a time, each a whole Philox block): below this acceptance the
 // exact inverse CDF is cheaper. Measured on one core: +-1.3 std (acceptance 0.81) by rejection
 // takes 0.8x the inverse CDF's time in float32, 0.9x in float64; +-1 std (0.68) 1.35x in float32.
 constexpr double kRejectionMinAcceptance = 0.8;
@@ -197,7 +197,7 @@ INITKIT_HOST_DEVICE float sample_uniform(const Sampler<float>& s, uint32_t w) {
   return x < s.hi ? x : s.lo;  // rounding can reach `high`; keep the range half-open
 }
 
-// Box-Muller on one word pair. (cpu/fill.cpp's normal_pair_avx512 repeats these operations, and
+// Box-Muller on one word pair. (cpu/fill_simd.h's avx512::normal_pair repeats these operations, and
 // those of log_positive and sincos_two_pi, in AVX-512 intrinsics: change both or the CPU's bits split.)
 INITKIT_HOST_DEVICE void sample_normal_pair(const Sampler<float>& s, uint32_t w0, uint32_t w1,
                                             float& x0, float& x1) {

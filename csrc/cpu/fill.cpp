@@ -24,22 +24,17 @@
 #include "../common/fill_sampler.h"
 #include "../common/fill_ops.h"
 #include "multiversion.h"
-#include "normal_avx512.h"
+#include "fill_simd.h"
 
 namespace initkit {
 namespace {
-
-// Philox blocks generated together. Each Philox round is a chain of dependent multiplies, so one
-// batch's rounds are latency-bound; 32 lanes (4 AVX-512 registers per word) keep twice as many
-// independent chains in flight as 16 did: measured 1.7x faster uniform and normal fills (one core,
-// a 1 MiB buffer; the AVX2 clone gains too).
-constexpr int64_t kLanes = 32;
 
 // Philox4x32-10 (block_words of common/fill_sampler.h) for kLanes (group, attempt) pairs, stored
 // word-major: words[j][lane]. Portable form: the 32-bit words live in 64-bit lanes so that the
 // 32x32->64 products vectorize as plain unsigned multiplies of zero-extended values (about 1.8x
 // faster than the 32-bit formulation, which GCC widens with 64x64 multiplies). AVX2 and AVX-512 CPUs
-// run the written-out forms below instead; this loop is what older x86-64 CPUs and other compilers get.
+// run the written-out forms of fill_simd.h instead; this loop is what older x86-64 CPUs and other
+// compilers get.
 C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_t (&group)[kLanes],
                                               const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
   constexpr uint64_t kLow = 0xffffffffu;
@@ -66,65 +61,7 @@ C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#pragma GCC diagnostic push  // (see normal_avx512.h)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// The same words with AVX-512 written out (normal_avx512.h's philox_rounds), from and to arrays.
-INITKIT_AVX512 void philox_lanes_avx512(const StreamKey& key, const uint64_t (&group)[kLanes],
-                                        const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
-  using avx512::seti;
-  static_assert(kLanes == 32, "two registers of 16 lanes");
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  __m512i c[4][2];
-  for (int h = 0; h < 2; ++h) {
-    const __m512i ga = _mm512_loadu_si512(group + 16 * h), gb = _mm512_loadu_si512(group + 16 * h + 8);
-    const __m512i att = _mm512_loadu_si512(attempt + 16 * h);
-    c[0][h] = _mm512_permutex2var_epi32(ga, even, gb);  // the groups' low words
-    c[1][h] = _mm512_or_si512(_mm512_permutex2var_epi32(ga, odd, gb), _mm512_slli_epi32(att, 24));
-    c[2][h] = seti(key.s0);
-    c[3][h] = seti(key.s1);
-  }
-  // The first draw of groups with the same high word: lane-uniform words 1..3 (see philox_shared_c1).
-  const uint32_t c1_lane0 = static_cast<uint32_t>(_mm512_cvtsi512_si32(c[1][0]));
-  if ((_mm512_cmpeq_epi32_mask(c[1][0], seti(c1_lane0)) & _mm512_cmpeq_epi32_mask(c[1][1], seti(c1_lane0))) == 0xffff) {
-    avx512::philox_shared_c1<2>(c, c1_lane0, key);
-  } else {
-    avx512::philox_rounds<2>(c, key.k0, key.k1);
-  }
-  for (int j = 0; j < 4; ++j)
-    for (int h = 0; h < 2; ++h) _mm512_storeu_si512(words[j] + 16 * h, c[j][h]);
-}
-
-// The normal fill and the rejection kind on float blocks (positions in the queue: < 2^24).
-INITKIT_AVX512 void normal_blocks_avx512(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
-                                         float* out) {
-  constexpr int64_t kMaxBlocks = (int64_t(1) << 24) / (kLanes * 4);
-  for (int64_t k = 0; k < n_blocks; k += kMaxBlocks) {
-    const int64_t n = std::min(kMaxBlocks, n_blocks - k);
-    float* const o = out + kLanes * 4 * k;
-    const uint64_t g = g0 + static_cast<uint64_t>(kLanes * k);
-    if (s.kind == FillKind::TruncNormalByRejection) {
-      avx512::normal_blocks<true>(s, key, g, n, o);
-    } else {
-      avx512::normal_blocks<false>(s, key, g, n, o);
-    }
-  }
-}
-
-// The normal fill's kLanes blocks from their words (sample_lanes' Normal case; gathered groups).
-INITKIT_AVX512 void normal_lanes_avx512(const Sampler<float>& s, const uint32_t (&w)[4][kLanes], float* out) {
-  const __m512 scale = _mm512_set1_ps(s.scale), shift = _mm512_set1_ps(s.shift);
-  for (int h = 0; h < kLanes / 16; ++h) {
-    __m512 x[4];
-    avx512::normal_pair(scale, shift, _mm512_loadu_si512(w[0] + 16 * h), _mm512_loadu_si512(w[1] + 16 * h), x[0], x[1]);
-    avx512::normal_pair(scale, shift, _mm512_loadu_si512(w[2] + 16 * h), _mm512_loadu_si512(w[3] + 16 * h), x[2], x[3]);
-    avx512::store_interleaved(out + 64 * h, x[0], x[1], x[2], x[3]);
-  }
-}
-#pragma GCC diagnostic pop
-
-// Which written-out kernels run: the widest the CPU has, capped by INITKIT_CPU_KERNELS ("avx2" or
+// Which written-out kernels (fill_simd.h) run: the widest the CPU has, capped by INITKIT_CPU_KERNELS ("avx2" or
 // "portable", read once; the tests run every level and compare the bits).
 enum class CpuKernels { kPortable, kAvx2, kAvx512 };
 CpuKernels cpu_kernels() {
@@ -138,47 +75,6 @@ CpuKernels cpu_kernels() {
   return level;
 }
 bool cpu_has_avx512f() { return cpu_kernels() == CpuKernels::kAvx512; }
-
-// The same words for AVX2 CPUs, written out: each word in a 64-bit lane (vpmuludq reads only the low
-// halves, so the high halves may hold anything and, unlike in the portable loop, are never masked),
-// 8 lanes per step in registers (16 ymm), the steps independent for out-of-order overlap. Measured
-// against the portable loop built for x86-64-v3 (its AVX2 clone), both alone in a test program on
-// this machine's AVX2 units: 97 vs 253 ns per 32-lane block (callgrind: 2.4x fewer instructions).
-__attribute__((target("avx2"))) void philox_lanes_avx2(const StreamKey& key, const uint64_t (&group)[kLanes],
-                                                       const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
-  const __m256i m0 = _mm256_set1_epi64x(kPhiloxM0), m1 = _mm256_set1_epi64x(kPhiloxM1);
-  const __m256i low_words = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
-    __m256i c[4][2];
-    for (int h = 0; h < 2; ++h) {
-      const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + l0 + 4 * h));
-      const __m256i att = _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(attempt + l0 + 4 * h)));
-      c[0][h] = g;
-      c[1][h] = _mm256_or_si256(_mm256_srli_epi64(g, 32), _mm256_slli_epi64(att, 24));
-      c[2][h] = _mm256_set1_epi64x(key.s0);
-      c[3][h] = _mm256_set1_epi64x(key.s1);
-    }
-    uint32_t k0 = key.k0, k1 = key.k1;
-    for (int round = 0; round < 10; ++round) {
-      const __m256i vk0 = _mm256_set1_epi64x(k0), vk1 = _mm256_set1_epi64x(k1);
-      for (int h = 0; h < 2; ++h) {
-        const __m256i p0 = _mm256_mul_epu32(c[0][h], m0), p1 = _mm256_mul_epu32(c[2][h], m1);
-        c[0][h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][h]), vk0);
-        c[1][h] = p1;
-        c[2][h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][h]), vk1);
-        c[3][h] = p0;
-      }
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
-    for (int j = 0; j < 4; ++j) {  // the low halves of the 8 lanes, in order
-      const __m256i a = _mm256_permutevar8x32_epi32(c[j][0], low_words);
-      const __m256i b = _mm256_permutevar8x32_epi32(c[j][1], low_words);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[j] + l0), _mm256_permute2x128_si256(a, b, 0x20));
-    }
-  }
-}
-
 bool cpu_has_avx2() { return cpu_kernels() >= CpuKernels::kAvx2; }
 #endif
 
