@@ -227,7 +227,7 @@ out = []
 for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
     for op, params in [("uniform_fill", (-0.5, 2.0)), ("normal_fill", (0.25, 3.0)),
                        ("trunc_normal_fill", (0.0, 1.0, -2.0, 2.0)), ("trunc_normal_fill", (0.0, 1.0, -1.3, 1.1))]:
-        for offset in (0, 2**33 + 5):
+        for offset in (0, 2**33 + 5, 2**34 - 4099):  # (the last: the groups' high word changes inside)
             t = torch.empty(70001, dtype=dtype)
             getattr(torch.ops.initkit, op)(t, *params, seed, 7, offset)
             out.append(t)

@@ -68,7 +68,9 @@ CpuKernels cpu_kernels() {
   static const CpuKernels level = [] {
     const char* env = std::getenv("INITKIT_CPU_KERNELS");
     const std::string cap = env == nullptr ? "" : env;
-    if (cap == "portable" || !__builtin_cpu_supports("avx2")) return CpuKernels::kPortable;
+    // (the AVX2 normal kernels need FMA too: every AVX2 CPU has it, but a VM may hide it)
+    if (cap == "portable" || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+      return CpuKernels::kPortable;
     if (cap == "avx2" || !__builtin_cpu_supports("avx512f")) return CpuKernels::kAvx2;
     return CpuKernels::kAvx512;
   }();
@@ -99,6 +101,9 @@ constexpr int64_t kChunkF32 = kChunkBlocks * kBlockF32;
 
 // Writes to pos the indices i < n with out[i] outside [lo, hi]; returns their count.
 int64_t find_outside(const float* out, int64_t n, float lo, float hi, uint32_t* pos) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if (cpu_has_avx2()) return find_outside_avx2(out, n, lo, hi, pos);
+#endif
   int64_t count = 0;
   for (int64_t i = 0; i < n; ++i) {  // branch-free: a rejection every ~20 values would mispredict
     pos[count] = static_cast<uint32_t>(i);
@@ -158,14 +163,39 @@ C10_ALWAYS_INLINE void generate_lanes(const Sampler<acc_t>& sampler, const Strea
   philox_lanes(key, group, kFirst, w);
   if constexpr (std::is_same_v<acc_t, float>) {
 #if defined(__GNUC__) && defined(__x86_64__)
-    // (gathered groups only: generate_blocks_f32 sends whole blocks of both normal kinds to normal_blocks_avx512)
+    // (gathered groups only: generate_blocks_f32 sends whole blocks of both normal kinds to
+    // normal_blocks_avx512 or blocks_avx2)
     if (s.kind == FillKind::Normal && cpu_has_avx512f()) return normal_lanes_avx512(s, w, out);
+    if (s.kind == FillKind::Normal && cpu_has_avx2()) return normal_lanes_avx2(s, w, out);
 #endif
     sample_lanes<kLanes, kDeferRedraws>(s, key, group, w, out);
   } else {
     sample_lanes<kLanes>(s, key, group, w, out);
   }
 }
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// Whole float blocks on AVX2 CPUs (without AVX-512), for the kinds blocks_avx2 has (the rejection kind:
+// its first draw); false for the others.
+bool blocks_on_avx2(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
+                    int64_t prefetch_end, float* out) {
+  if (!cpu_has_avx2() || cpu_has_avx512f()) return false;
+  switch (s.kind) {
+    case FillKind::RawWords:
+      blocks_avx2<FillKind::RawWords>(s, key, g0, n_blocks, prefetch_end, out);
+      return true;
+    case FillKind::Uniform:
+      blocks_avx2<FillKind::Uniform>(s, key, g0, n_blocks, prefetch_end, out);
+      return true;
+    case FillKind::Normal:
+    case FillKind::TruncNormalByRejection:
+      blocks_avx2<FillKind::Normal>(s, key, g0, n_blocks, prefetch_end, out);
+      return true;
+    default:
+      return false;
+  }
+}
+#endif
 
 // n_blocks * kBlockF32 float samples for logical elements [4*g0, 4*g0 + kBlockF32 n_blocks): chunks of
 // up to kChunkBlocks blocks, then the rejection kind's redraws batched over the chunk (the ring's size).
@@ -178,7 +208,12 @@ void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, ui
 #endif
   for (int64_t c = 0; c < n_blocks; c += kChunkBlocks) {
     const int64_t chunk = std::min(kChunkBlocks, n_blocks - c);
-    for (int64_t k = c; k < c + chunk; ++k) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    const bool done = blocks_on_avx2(sampler, key, g0 + kLanes * c, chunk, n_blocks - c, out + kBlockF32 * c);
+#else
+    const bool done = false;
+#endif
+    for (int64_t k = c; k < c + chunk && !done; ++k) {
       uint64_t group[kLanes];
       consecutive_groups(g0 + kLanes * k, group);
       // Output lines prefetched for writing, as normal_blocks does (lines this call writes only): one

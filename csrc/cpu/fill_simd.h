@@ -1,7 +1,8 @@
 // The hand-written fill kernels, in one place: AVX-512 for the float32 Philox words, the normal
-// fill and the rejection kind of the truncated normal, and AVX2 for the Philox words
-// (csrc/cpu/fill.cpp's cpu_kernels picks the level: the widest the CPU has, capped by
-// INITKIT_CPU_KERNELS). The values are those of common/fill_sampler.h bit for bit: the same
+// fill and the rejection kind of the truncated normal; AVX2 + FMA for the Philox words, the
+// float32 raw-word, uniform and normal blocks (the rejection kind's first draw) and the scan for its
+// out-of-bounds values (csrc/cpu/fill.cpp's cpu_kernels picks the level: the widest the CPU has,
+// capped by INITKIT_CPU_KERNELS). The values are those of common/fill_sampler.h bit for bit: the same
 // operations in the same order, with explicit fused multiply-adds exactly where the shared code has
 // fmaf, and IEEE sqrt.
 //
@@ -391,42 +392,270 @@ INITKIT_AVX512 inline void normal_lanes_avx512(const Sampler<float>& s, const ui
   }
 }
 
-// The same words for AVX2 CPUs, written out: each word in a 64-bit lane (vpmuludq reads only the low
-// halves, so the high halves may hold anything and, unlike in the portable loop, are never masked),
-// 8 lanes per step in registers (16 ymm), the steps independent for out-of-order overlap. Measured
-// against the portable loop built for x86-64-v3 (its AVX2 clone), both alone in a test program on
-// this machine's AVX2 units: 97 vs 253 ns per 32-lane block (callgrind: 2.4x fewer instructions).
-__attribute__((target("avx2"))) inline void philox_lanes_avx2(const StreamKey& key, const uint64_t (&group)[kLanes],
-                                                       const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
+// ---- AVX2 (+FMA): Box-Muller on 8 lanes, the avx512 functions above line for line in 256-bit
+// intrinsics (AVX2 has no mask registers, ternary logic or unsigned conversion) ----------------
+#define INITKIT_AVX2 __attribute__((target("avx2,fma,popcnt")))
+#define INITKIT_AVX2_INLINE INITKIT_AVX2 inline __attribute__((always_inline))
+
+namespace avx2 {
+
+INITKIT_AVX2_INLINE __m256 set(float x) { return _mm256_set1_ps(x); }
+INITKIT_AVX2_INLINE __m256i seti(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+
+// float(w) for unsigned w, correctly rounded (AVX2 converts only signed words): both 16-bit halves
+// convert exactly, hi * 2^16 is exact, so the one rounding is that of the sum.
+INITKIT_AVX2_INLINE __m256 u32_to_float(__m256i w) {
+  const __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 16));
+  const __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(w, seti(0xffffu)));
+  return _mm256_fmadd_ps(hi, set(65536.0f), lo);
+}
+
+INITKIT_AVX2_INLINE __m256 log_positive(__m256 x) {
+  const __m256i offset = _mm256_sub_epi32(_mm256_castps_si256(x), seti(0x3f3504f3u));
+  const __m256 e = _mm256_cvtepi32_ps(_mm256_srai_epi32(offset, 23));
+  const __m256 m = _mm256_sub_ps(
+      _mm256_castsi256_ps(_mm256_add_epi32(_mm256_and_si256(offset, seti(0x007fffffu)), seti(0x3f3504f3u))), set(1.0f));
+  const __m256 z = _mm256_mul_ps(m, m);
+  __m256 y = set(8.7004370987e-2f);
+  y = _mm256_fmadd_ps(y, m, set(-1.4267487824e-1f));
+  y = _mm256_fmadd_ps(y, m, set(1.4914767444e-1f));
+  y = _mm256_fmadd_ps(y, m, set(-1.6577585042e-1f));
+  y = _mm256_fmadd_ps(y, m, set(1.9963063300e-1f));
+  y = _mm256_fmadd_ps(y, m, set(-2.5001338124e-1f));
+  y = _mm256_fmadd_ps(y, m, set(3.3333909512e-1f));
+  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
+  y = _mm256_fmadd_ps(set(-0.5f), z, y);
+  return _mm256_fmadd_ps(set(0.693147180559945f), e, _mm256_add_ps(m, y));
+}
+
+INITKIT_AVX2_INLINE void sincos_two_pi(__m256i w, __m256& s, __m256& c) {
+  const __m256i v = _mm256_add_epi32(w, seti(0x20000000u));
+  const __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_slli_epi32(w, 2)), set(1.57079632679489662f * 0x1p-32f));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 ps = set(-1.9515295891e-4f);
+  ps = _mm256_fmadd_ps(ps, x2, set(8.3321608736e-3f));
+  ps = _mm256_fmadd_ps(ps, x2, set(-1.6666654611e-1f));
+  const __m256 sin_r = _mm256_fmadd_ps(_mm256_mul_ps(x, x2), ps, x);
+  __m256 pc = set(2.443315711809948e-5f);
+  pc = _mm256_fmadd_ps(pc, x2, set(-1.388731625493765e-3f));
+  pc = _mm256_fmadd_ps(pc, x2, set(4.166664568298827e-2f));
+  const __m256 cos_r = _mm256_fmadd_ps(_mm256_mul_ps(x2, x2), pc, _mm256_fmadd_ps(set(-0.5f), x2, set(1.0f)));
+  // Odd quadrant (bit 30 of v) as the blend mask's sign bit.
+  const __m256 swap = _mm256_castsi256_ps(_mm256_slli_epi32(v, 1));
+  const __m256 s0 = _mm256_blendv_ps(sin_r, cos_r, swap), c0 = _mm256_blendv_ps(cos_r, sin_r, swap);
+  const __m256 sign = _mm256_castsi256_ps(seti(0x80000000u));
+  s = _mm256_xor_ps(s0, _mm256_and_ps(_mm256_castsi256_ps(v), sign));
+  c = _mm256_xor_ps(c0, _mm256_and_ps(_mm256_castsi256_ps(_mm256_add_epi32(v, seti(0x40000000u))), sign));
+}
+
+INITKIT_AVX2_INLINE void normal_pair(__m256 scale, __m256 shift, __m256i w0, __m256i w1, __m256& x0, __m256& x1) {
+  const __m256 u = _mm256_fmadd_ps(u32_to_float(w0), set(0x1p-32f), set(0x1p-33f));
+  const __m256 radius = _mm256_sqrt_ps(_mm256_mul_ps(set(-2.0f), log_positive(u)));
+  __m256 sin_t, cos_t;
+  sincos_two_pi(w1, sin_t, cos_t);
+  x0 = _mm256_fmadd_ps(scale, _mm256_mul_ps(radius, cos_t), shift);
+  x1 = _mm256_fmadd_ps(scale, _mm256_mul_ps(radius, sin_t), shift);
+}
+
+// Elements 0 .. 31 of 8 groups from the four values of each (v[j][l] is element 4l + j): a 4x8 transpose.
+INITKIT_AVX2_INLINE void store_interleaved(float* out, __m256 v0, __m256 v1, __m256 v2, __m256 v3) {
+  const __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);  // groups 0,1 | 4,5 and 2,3 | 6,7
+  const __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+  const __m256 g04 = _mm256_shuffle_ps(t0, t2, 0x44), g15 = _mm256_shuffle_ps(t0, t2, 0xee);
+  const __m256 g26 = _mm256_shuffle_ps(t1, t3, 0x44), g37 = _mm256_shuffle_ps(t1, t3, 0xee);
+  _mm256_storeu_ps(out, _mm256_permute2f128_ps(g04, g15, 0x20));
+  _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(g26, g37, 0x20));
+  _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(g04, g15, 0x31));
+  _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(g26, g37, 0x31));
+}
+
+// Byte l of kLeftPack[m] is the position of m's l-th set bit (the rest 0): a vpermd that moves
+// the lanes of mask m to the front.
+constexpr uint64_t left_pack(unsigned m) {
+  uint64_t packed = 0;
+  for (int bit = 0, l = 0; bit < 8; ++bit)
+    if ((m >> bit) & 1) packed |= static_cast<uint64_t>(bit) << (8 * l++);
+  return packed;
+}
+constexpr auto kLeftPack = [] {
+  struct { uint64_t v[256]; } t{};
+  for (unsigned m = 0; m < 256; ++m) t.v[m] = left_pack(m);
+  return t;
+}();
+
+// Counter word 1 of lanes l .. l + 3, (group >> 32) | attempt << 24, in 64-bit lanes.
+INITKIT_AVX2_INLINE __m256i word1(const uint64_t* group, const uint32_t* attempt, int64_t l) {
+  const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + l));
+  const __m256i att = _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(attempt + l)));
+  return _mm256_or_si256(_mm256_srli_epi64(g, 32), _mm256_slli_epi64(att, 24));
+}
+
+}  // namespace avx2
+
+// cpu/fill.cpp's find_outside on AVX2: the indices i < n with x[i] < lo or x[i] > hi into pos, 8 at
+// a time by left-packing the compare mask (the scalar loop's count is a chain through its stores:
+// ~1 ns per element on a Zen 2 core). Each store writes 8 entries at pos + count <= pos + i, so
+// nothing lands past pos + n.
+INITKIT_AVX2 inline int64_t find_outside_avx2(const float* x, int64_t n, float lo, float hi, uint32_t* pos) {
+  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+  int64_t count = 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 out = _mm256_or_ps(_mm256_cmp_ps(v, vlo, _CMP_LT_OQ), _mm256_cmp_ps(v, vhi, _CMP_GT_OQ));
+    const unsigned m = static_cast<unsigned>(_mm256_movemask_ps(out));
+    const __m256i order = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(avx2::kLeftPack.v[m])));
+    const __m256i index = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pos + count), index);
+    count += __builtin_popcount(m);
+  }
+  for (; i < n; ++i) {
+    pos[count] = static_cast<uint32_t>(i);
+    count += (x[i] < lo) | (x[i] > hi);
+  }
+  return count;
+}
+
+// The normal fill's kLanes blocks from their words (sample_lanes' Normal case), on AVX2 + FMA.
+INITKIT_AVX2 inline void normal_lanes_avx2(const Sampler<float>& s, const uint32_t (&w)[4][kLanes], float* out) {
+  const __m256 scale = _mm256_set1_ps(s.scale), shift = _mm256_set1_ps(s.shift);
+  for (int l = 0; l < kLanes; l += 8) {
+    __m256i v[4];
+    for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + l));
+    __m256 x[4];
+    avx2::normal_pair(scale, shift, v[0], v[1], x[0], x[1]);
+    avx2::normal_pair(scale, shift, v[2], v[3], x[2], x[3]);
+    avx2::store_interleaved(out + 4 * l, x[0], x[1], x[2], x[3]);
+  }
+}
+
+// ---- AVX2 Philox: each 32-bit word in a 64-bit lane (vpmuludq reads only the low halves, so the
+// high halves may hold anything and, unlike in the portable loop, are never masked), 8 lanes per
+// step in registers (2 x 4 ymm), the steps independent for out-of-order overlap. Measured against
+// the portable loop built for x86-64-v3 (its AVX2 clone), both alone in a test program on a Zen 5's
+// AVX2 units: 97 vs 253 ns per 32-lane block (callgrind: 2.4x fewer instructions).
+// Where counter word 1 is the same in every lane (a first draw of groups with the same high word:
+// every whole-tensor fill below 2^34 elements), rounds 0 and 1 take their lane-uniform products on
+// scalars, as avx512::philox_shared_c1 does: 2 of the 20 vector multiplies, which bound this loop
+// (a Zen 2 core, a test program: 1.19 -> 1.04 ns per word).
+namespace avx2 {
+
+// Rounds 0 and 1 of blocks with counter words 1..3 = (c1, s0, s1): their lane-uniform parts.
+struct SharedWord1 {
+  __m256i c1_k0, hi_p0_k1, s1_k1, lo_p0;
+};
+INITKIT_AVX2_INLINE SharedWord1 shared_word1(const StreamKey& key, uint32_t c1) {
+  const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * key.s0;  // round 0: c2 * M1
+  const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * (static_cast<uint32_t>(p1 >> 32) ^ c1 ^ key.k0);  // round 1: c0 * M0
+  return {_mm256_set1_epi64x(static_cast<uint32_t>(p1) ^ (key.k0 + kPhiloxW0)),
+          _mm256_set1_epi64x(static_cast<uint32_t>(p0 >> 32) ^ (key.k1 + kPhiloxW1)),
+          _mm256_set1_epi64x(key.s1 ^ key.k1), _mm256_set1_epi64x(static_cast<uint32_t>(p0))};
+}
+
+// Philox4x32-10 of 8 lanes (c[word][h], lanes 4h .. 4h + 3), given counter word 0 of each lane in
+// c0[h]: with `shared` (its word 1 then c1, as shared_word1 was given), or else word 1 from c[1].
+INITKIT_AVX2_INLINE void philox8(const StreamKey& key, const SharedWord1* shared, const __m256i (&c0)[2],
+                                 __m256i (&c)[4][2]) {
   const __m256i m0 = _mm256_set1_epi64x(kPhiloxM0), m1 = _mm256_set1_epi64x(kPhiloxM1);
-  const __m256i low_words = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
-    __m256i c[4][2];
-    for (int h = 0; h < 2; ++h) {
-      const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + l0 + 4 * h));
-      const __m256i att = _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(attempt + l0 + 4 * h)));
-      c[0][h] = g;
-      c[1][h] = _mm256_or_si256(_mm256_srli_epi64(g, 32), _mm256_slli_epi64(att, 24));
+  const int first_round = shared != nullptr ? 2 : 0;
+  for (int h = 0; h < 2; ++h) {
+    if (shared != nullptr) {
+      const __m256i p0 = _mm256_mul_epu32(c0[h], m0);  // round 0
+      const __m256i q1 = _mm256_mul_epu32(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), shared->s1_k1), m1);  // round 1
+      c[0][h] = _mm256_xor_si256(_mm256_srli_epi64(q1, 32), shared->c1_k0);
+      c[1][h] = q1;
+      c[2][h] = _mm256_xor_si256(p0, shared->hi_p0_k1);  // the low half of p0 is round 0's word 3
+      c[3][h] = shared->lo_p0;
+    } else {
+      c[0][h] = c0[h];
       c[2][h] = _mm256_set1_epi64x(key.s0);
       c[3][h] = _mm256_set1_epi64x(key.s1);
     }
-    uint32_t k0 = key.k0, k1 = key.k1;
-    for (int round = 0; round < 10; ++round) {
-      const __m256i vk0 = _mm256_set1_epi64x(k0), vk1 = _mm256_set1_epi64x(k1);
-      for (int h = 0; h < 2; ++h) {
-        const __m256i p0 = _mm256_mul_epu32(c[0][h], m0), p1 = _mm256_mul_epu32(c[2][h], m1);
-        c[0][h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][h]), vk0);
-        c[1][h] = p1;
-        c[2][h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][h]), vk1);
-        c[3][h] = p0;
-      }
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
+  }
+  uint32_t k0 = key.k0 + first_round * kPhiloxW0, k1 = key.k1 + first_round * kPhiloxW1;
+  for (int round = first_round; round < 10; ++round) {
+    const __m256i vk0 = _mm256_set1_epi64x(k0), vk1 = _mm256_set1_epi64x(k1);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i p0 = _mm256_mul_epu32(c[0][h], m0), p1 = _mm256_mul_epu32(c[2][h], m1);
+      c[0][h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[1][h]), vk0);
+      c[1][h] = p1;
+      c[2][h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[3][h]), vk1);
+      c[3][h] = p0;
     }
-    for (int j = 0; j < 4; ++j) {  // the low halves of the 8 lanes, in order
-      const __m256i a = _mm256_permutevar8x32_epi32(c[j][0], low_words);
-      const __m256i b = _mm256_permutevar8x32_epi32(c[j][1], low_words);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[j] + l0), _mm256_permute2x128_si256(a, b, 0x20));
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+}
+
+// The low halves of the two registers' 8 lanes, in order, as 8 32-bit lanes.
+INITKIT_AVX2_INLINE __m256i pack_low_words(__m256i a, __m256i b) {
+  const __m256i low_words = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  return _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(a, low_words),
+                                   _mm256_permutevar8x32_epi32(b, low_words), 0x20);
+}
+
+}  // namespace avx2
+
+// Philox4x32-10 (block_words) for kLanes (group, attempt) pairs, words[j][lane], with avx2::philox8.
+INITKIT_AVX2 inline void philox_lanes_avx2(const StreamKey& key, const uint64_t (&group)[kLanes],
+                                           const uint32_t (&attempt)[kLanes], uint32_t (&words)[4][kLanes]) {
+  const uint32_t c1 = static_cast<uint32_t>(group[0] >> 32) | attempt[0] << 24;
+  __m256i differ = _mm256_setzero_si256();
+  for (int64_t l = 0; l < kLanes; l += 4)
+    differ = _mm256_or_si256(differ, _mm256_xor_si256(avx2::word1(group, attempt, l), _mm256_set1_epi64x(c1)));
+  const bool same_word1 = _mm256_testz_si256(differ, _mm256_set1_epi64x(0xffffffffu));
+  const avx2::SharedWord1 shared = avx2::shared_word1(key, c1);
+  for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
+    __m256i c0[2], c[4][2];
+    for (int h = 0; h < 2; ++h) {
+      c0[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + l0 + 4 * h));
+      if (!same_word1) c[1][h] = avx2::word1(group, attempt, l0 + 4 * h);
+    }
+    avx2::philox8(key, same_word1 ? &shared : nullptr, c0, c);
+    for (int j = 0; j < 4; ++j)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[j] + l0), avx2::pack_low_words(c[j][0], c[j][1]));
+  }
+}
+
+// n_blocks blocks of 32 consecutive groups from g0 (elements 4 g0 ...) of a RawWords, Uniform or
+// Normal fill (or the rejection kind's first draw, its redraws left to the caller), kept in
+// registers from the counters to the interleaved stores, as avx512::normal_blocks. Lines are
+// prefetched for writing kPrefetchBlocks ahead while k + kPrefetchBlocks < prefetch_end (the
+// blocks this call's caller writes).
+template <FillKind kKind>
+INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
+                              int64_t prefetch_end, float* out) {
+  const __m256 scale = _mm256_set1_ps(s.scale), shift = _mm256_set1_ps(s.shift), hi = _mm256_set1_ps(s.hi),
+               lo = _mm256_set1_ps(s.lo);
+  for (int64_t k = 0; k < n_blocks; ++k) {
+    const uint64_t g = g0 + static_cast<uint64_t>(kLanes * k);
+    if (k + kPrefetchBlocks < prefetch_end)
+      for (int64_t i = 0; i < kLanes * 4; i += 16) __builtin_prefetch(out + kLanes * 4 * (k + kPrefetchBlocks) + i, 1, 3);
+    const bool same_word1 = static_cast<uint32_t>(g) <= 0xffffffffu - (kLanes - 1);
+    const avx2::SharedWord1 shared = avx2::shared_word1(key, static_cast<uint32_t>(g >> 32));
+    for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
+      __m256i c0[2], c[4][2];
+      for (int h = 0; h < 2; ++h) {
+        c0[h] = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<int64_t>(g + l0 + 4 * h)), _mm256_setr_epi64x(0, 1, 2, 3));
+        c[1][h] = _mm256_srli_epi64(c0[h], 32);  // (read only without same_word1)
+      }
+      avx2::philox8(key, same_word1 ? &shared : nullptr, c0, c);
+      __m256i w[4];
+      for (int j = 0; j < 4; ++j) w[j] = avx2::pack_low_words(c[j][0], c[j][1]);
+      __m256 x[4];
+      if constexpr (kKind == FillKind::RawWords) {
+        for (int j = 0; j < 4; ++j) x[j] = _mm256_castsi256_ps(w[j]);
+      } else if constexpr (kKind == FillKind::Uniform) {  // sample_uniform
+        for (int j = 0; j < 4; ++j) {
+          const __m256 unit = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w[j], 8)), _mm256_set1_ps(0x1p-24f));
+          const __m256 v = _mm256_add_ps(shift, _mm256_mul_ps(scale, unit));
+          x[j] = _mm256_blendv_ps(lo, v, _mm256_cmp_ps(v, hi, _CMP_LT_OQ));
+        }
+      } else {
+        static_assert(kKind == FillKind::Normal, "Normal: also the rejection kind's first draw");
+        avx2::normal_pair(scale, shift, w[0], w[1], x[0], x[1]);
+        avx2::normal_pair(scale, shift, w[2], w[3], x[2], x[3]);
+      }
+      avx2::store_interleaved(out + kLanes * 4 * k + 4 * l0, x[0], x[1], x[2], x[3]);
     }
   }
 }
