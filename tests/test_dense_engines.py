@@ -1,5 +1,5 @@
 """The CPU dense ops on each GEMM engine (csrc/cpu/dense_gemm.h): MKL, oneDNN, initkit's own
-AVX-512 kernel, and the per-shape choice between them, against F.relu(F.linear(...)): values, gradients, NaN/inf
+AVX-512 or AVX2 kernel, and the per-shape choice between them, against F.relu(F.linear(...)): values, gradients, NaN/inf
 semantics, strides, bfloat16, and inference weights packed while their version is unchanged.
 Each engine is pinned with INITKIT_CPU_GEMM in a child process (the choice is made once per
 process)."""
@@ -70,7 +70,7 @@ CHECKS = textwrap.dedent(
     mlp(x, wg, bs).square().sum().backward(); ref_mlp(x, wr, bs).square().sum().backward()
     for a, b_ in zip(wg, wr):
         same(a.grad, b_.grad, 1e-3)
-    # mlp inference (weights packed; in float32 with AVX-512 possibly the whole MLP in one parallel
+    # mlp inference (weights packed; in float32 with AVX-512 or AVX2 possibly the whole MLP in one parallel
     # region, rows split across threads): NaN/inf, a missing bias, strided and 3-D inputs, odd row
     # counts, repeated calls, an in-place weight update
     with torch.no_grad():
@@ -101,7 +101,7 @@ CHECKS = textwrap.dedent(
         same(layer(x), ref(x, layer.weight, layer.bias), 1e-4)
         layer.load_state_dict({"weight": torch.randn(512, 512), "bias": torch.randn(512)})
         same(layer(x), ref(x, layer.weight, layer.bias), 1e-4)
-        row = torch.randn(1, 256)  # single rows: a GEMV on the cached panels where the CPU has AVX-512
+        row = torch.randn(1, 256)  # single rows: a GEMV on the cached panels where the CPU has AVX-512 or AVX2
         gemv = initkit.nn.FusedLinearReLU(256, 256)
         same(gemv(row), ref(row, gemv.weight, gemv.bias), 1e-4)
         gemv.weight.mul_(-1)

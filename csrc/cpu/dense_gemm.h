@@ -5,7 +5,7 @@
 //     dispatcher: no new dependency; absent or disabled -> not used). On AVX-512 Xeons it runs
 //     up to 2x MKL's float32 FLOP rate (issue 10), but costs ~10 us more per call and loses at
 //     some small and skinny shapes;
-//   - initkit's own AVX-512 float32 kernel (dense_kernel.h: packed panels, a 6x32 register
+//   - initkit's own float32 kernel for AVX-512 or AVX2 (dense_kernel.h: packed panels, a 6x32 register
 //     tile), which wins where the other two spend more on fixed per-call costs than on FLOPs.
 // No engine wins everywhere. The rule: shapes with fewer than kCalibrateMinMacs multiply-adds go
 // to MKL (oneDNN's fixed cost per call is larger than the whole GEMM there); for the others, the

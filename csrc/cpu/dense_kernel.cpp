@@ -1,5 +1,6 @@
 // initkit's own float32 GEMM (see dense_kernel.h). Only the functions marked INITKIT_AVX512 use
-// AVX-512 instructions; they run only where own_gemm_available() said yes.
+// AVX-512 instructions, and those marked INITKIT_AVX2_FMA AVX2 and FMA; panel_rows runs the widest
+// the CPU has, and only where own_gemm_available() said yes.
 #include "dense_kernel.h"
 
 #include <ATen/Parallel.h>
@@ -11,6 +12,7 @@
 #define INITKIT_HAVE_AVX512_KERNEL 1
 #include <immintrin.h>
 #define INITKIT_AVX512 __attribute__((target("avx512f")))
+#define INITKIT_AVX2_FMA __attribute__((target("avx2,fma")))
 #endif
 
 namespace initkit {
@@ -59,40 +61,53 @@ INITKIT_AVX512 void tile(const float* a, int64_t sr, int64_t sk, const float* pa
   }
 }
 
+// Tile heights for `rows` rows, in order, as tile(r, height): kTileRows each, except that a
+// remainder of 1 or 2 rows goes with the last full tile as 4 + 3 or 4 + 4 (fewer than 4 rows leave
+// too few independent accumulators to hide the FMA latency). Each row is summed alike in every tile
+// height: the split does not change any value.
+template <class Tile>
+inline void split_rows(int64_t rows, const Tile& tile) {
+  int64_t r = 0;
+  const int64_t full = rows % kTileRows != 0 && rows % kTileRows < 3 && rows > kTileRows ? rows / kTileRows - 1
+                                                                                         : rows / kTileRows;
+  for (; r < full * kTileRows; r += kTileRows) tile(r, kTileRows);
+  if (rows - r > kTileRows) {
+    tile(r, 4);
+    r += 4;
+  }
+  if (rows > r) tile(r, static_cast<int>(rows - r));
+}
+
 // a[r, k] is at a + r * sr + k * sk: any strides (the backward's transposed operands included;
 // the broadcasts are scalar loads either way).
 template <bool kRelu, bool kHalf>
 INITKIT_AVX512 void tile_rows(int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel,
                               int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
                               __mmask16 mask1) {
-  int64_t r = 0;
-  // A remainder of 1 or 2 rows after the 6-row tiles goes with the last full tile as 4 + 3 or 4 + 4:
-  // fewer than 4 rows leave too few independent accumulators to hide the FMA latency. (Each row
-  // is summed alike in every tile height: the split does not change any value.)
-  const int64_t full = rows % kTileRows != 0 && rows % kTileRows < 3 && rows > kTileRows ? rows / kTileRows - 1
-                                                                                         : rows / kTileRows;
-  for (; r < full * kTileRows; r += kTileRows)
-    tile<kTileRows, kRelu, kHalf>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
-  if (rows - r > kTileRows) {
-    tile<4, kRelu, kHalf>(a + r * sr, sr, sk, panel, k_size, bias, c + r * ldc, ldc, mask0, mask1);
-    r += 4;
-  }
-  const float* ar = a + r * sr;
-  float* cr = c + r * ldc;
-  switch (rows - r) {
-    case 5: tile<5, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 4: tile<4, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 3: tile<3, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 2: tile<2, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    case 1: tile<1, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
-    default: break;
-  }
+  split_rows(rows, [&](int64_t r, int height) {
+    const float* ar = a + r * sr;
+    float* cr = c + r * ldc;
+    switch (height) {
+      case 6: tile<6, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+      case 5: tile<5, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+      case 4: tile<4, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+      case 3: tile<3, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+      case 2: tile<2, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+      default: tile<1, kRelu, kHalf>(ar, sr, sk, panel, k_size, bias, cr, ldc, mask0, mask1); break;
+    }
+  });
 }
 
-// One panel against `rows` rows of a, on the tile_rows instance for relu and the panel's width.
-INITKIT_AVX512 void panel_rows(bool relu, int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel,
-                               int64_t k_size, const float* bias, float* c, int64_t ldc, __mmask16 mask0,
-                               __mmask16 mask1) {
+__mmask16 lane_mask(int64_t valid) {
+  return valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
+}
+
+// One panel (its first `valid` columns, 1..32) against `rows` rows of a, on the tile_rows instance
+// for relu and the panel's width.
+INITKIT_AVX512 void panel_rows_avx512(bool relu, int64_t rows, const float* a, int64_t sr, int64_t sk,
+                                      const float* panel, int64_t k_size, const float* bias, float* c, int64_t ldc,
+                                      int64_t valid) {
+  const __mmask16 mask0 = lane_mask(valid), mask1 = lane_mask(valid - 16);
   const bool half = mask1 == 0;
   if (relu) {
     (half ? tile_rows<true, true> : tile_rows<true, false>)(rows, a, sr, sk, panel, k_size, bias, c, ldc, mask0, mask1);
@@ -101,8 +116,88 @@ INITKIT_AVX512 void panel_rows(bool relu, int64_t rows, const float* a, int64_t 
   }
 }
 
-__mmask16 lane_mask(int64_t valid) {
-  return valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
+// ---- AVX2 + FMA: the same sums on 8-lane registers, one half of the panel (16 columns) at a time:
+// a 6-row tile is then 12 accumulators, two panel loads and six broadcasts per k, as on AVX-512.
+// Every output is summed exactly as the AVX-512 tile sums it (bias, then k in order, one FMA each),
+// so both ISAs give the same bits.
+
+// The row loops unrolled before GCC's loop optimizations: unrolled later, the accumulators stay an
+// array in memory too and all 12 are stored on every k (half speed on AVX2's 16 registers).
+#define INITKIT_UNROLL _Pragma("GCC unroll 8")
+
+// Lanes 0 .. valid - 1 of 8 (an integer mask for maskload / maskstore).
+INITKIT_AVX2_FMA inline __m256i lanes_below(int64_t valid) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(valid, 0, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// c[r, 0..valid) = relu?(sum_k a[r, k] * half[k, 0..16) + bias) for MR rows, valid in 1..16 (the
+// panel's half at `half`, its rows kPanel apart).
+template <int MR, bool kRelu>
+INITKIT_AVX2_FMA void tile_avx2(const float* a, int64_t sr, int64_t sk, const float* half, int64_t k_size,
+                                const float* bias, float* c, int64_t ldc, int64_t valid) {
+  const __m256 bias0 = bias != nullptr ? _mm256_maskload_ps(bias, lanes_below(valid)) : _mm256_setzero_ps();
+  const __m256 bias1 = bias != nullptr ? _mm256_maskload_ps(bias + 8, lanes_below(valid - 8)) : _mm256_setzero_ps();
+  __m256 acc0[MR], acc1[MR];
+  INITKIT_UNROLL for (int r = 0; r < MR; ++r) acc0[r] = bias0, acc1[r] = bias1;
+  for (int64_t k = 0; k < k_size; ++k) {
+    const __m256 b0 = _mm256_load_ps(half + k * kPanel), b1 = _mm256_load_ps(half + k * kPanel + 8);
+    INITKIT_UNROLL for (int r = 0; r < MR; ++r) {
+      const __m256 x = _mm256_set1_ps(a[r * sr + k * sk]);
+      acc0[r] = _mm256_fmadd_ps(x, b0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(x, b1, acc1[r]);
+    }
+  }
+  if constexpr (kRelu) {  // max(0, x) returns x when x is NaN, and keeps -0.0, as on AVX-512
+    const __m256 zero = _mm256_setzero_ps();
+    INITKIT_UNROLL for (int r = 0; r < MR; ++r) acc0[r] = _mm256_max_ps(zero, acc0[r]), acc1[r] = _mm256_max_ps(zero, acc1[r]);
+  }
+  if (valid >= 16) {
+    INITKIT_UNROLL for (int r = 0; r < MR; ++r) _mm256_storeu_ps(c + r * ldc, acc0[r]), _mm256_storeu_ps(c + r * ldc + 8, acc1[r]);
+  } else {
+    const __m256i mask0 = lanes_below(valid), mask1 = lanes_below(valid - 8);
+    INITKIT_UNROLL for (int r = 0; r < MR; ++r)
+      _mm256_maskstore_ps(c + r * ldc, mask0, acc0[r]), _mm256_maskstore_ps(c + r * ldc + 8, mask1, acc1[r]);
+  }
+}
+
+template <bool kRelu>
+INITKIT_AVX2_FMA void tile_rows_avx2(int64_t rows, const float* a, int64_t sr, int64_t sk, const float* half,
+                                     int64_t k_size, const float* bias, float* c, int64_t ldc, int64_t valid) {
+  split_rows(rows, [&](int64_t r, int height) {
+    const float* ar = a + r * sr;
+    float* cr = c + r * ldc;
+    switch (height) {
+      case 6: tile_avx2<6, kRelu>(ar, sr, sk, half, k_size, bias, cr, ldc, valid); break;
+      case 5: tile_avx2<5, kRelu>(ar, sr, sk, half, k_size, bias, cr, ldc, valid); break;
+      case 4: tile_avx2<4, kRelu>(ar, sr, sk, half, k_size, bias, cr, ldc, valid); break;
+      case 3: tile_avx2<3, kRelu>(ar, sr, sk, half, k_size, bias, cr, ldc, valid); break;
+      case 2: tile_avx2<2, kRelu>(ar, sr, sk, half, k_size, bias, cr, ldc, valid); break;
+      default: tile_avx2<1, kRelu>(ar, sr, sk, half, k_size, bias, cr, ldc, valid); break;
+    }
+  });
+}
+
+INITKIT_AVX2_FMA void panel_rows_avx2(bool relu, int64_t rows, const float* a, int64_t sr, int64_t sk,
+                                      const float* panel, int64_t k_size, const float* bias, float* c, int64_t ldc,
+                                      int64_t valid) {
+  for (int64_t h = 0; h < kPanel && h < valid; h += 16) {
+    const float* bias_h = bias != nullptr ? bias + h : nullptr;
+    const int64_t valid_h = std::min<int64_t>(16, valid - h);
+    (relu ? tile_rows_avx2<true> : tile_rows_avx2<false>)(rows, a, sr, sk, panel + h, k_size, bias_h, c + h, ldc,
+                                                          valid_h);
+  }
+}
+
+bool cpu_has_avx512f() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+
+// One panel's first `valid` columns (1..32) against `rows` rows of a, on the widest kernel.
+void panel_rows(bool relu, int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel, int64_t k_size,
+                const float* bias, float* c, int64_t ldc, int64_t valid) {
+  (cpu_has_avx512f() ? panel_rows_avx512 : panel_rows_avx2)(relu, rows, a, sr, sk, panel, k_size, bias, c, ldc, valid);
 }
 
 #endif  // INITKIT_HAVE_AVX512_KERNEL
@@ -129,7 +224,8 @@ void pack_panel(const float* b, int64_t n_size, int64_t k_size, int64_t sn, int6
 
 bool own_gemm_available() {
 #ifdef INITKIT_HAVE_AVX512_KERNEL
-  static const bool available = __builtin_cpu_supports("avx512f");
+  static const bool available = __builtin_cpu_supports("avx512f") ||
+                                (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
   return available;
 #else
   return false;
@@ -162,7 +258,7 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
   at::Tensor c = at::empty({m, n}, a.options().memory_format(at::MemoryFormat::Contiguous));
 #ifdef INITKIT_HAVE_AVX512_KERNEL
   TORCH_CHECK(own_gemm_available() && panels.size(1) == k_size && panel_count * kPanel >= n,
-              "initkit: own_gemm called without AVX-512 or with mismatched panels");
+              "initkit: own_gemm called without AVX-512 or AVX2 or with mismatched panels");
   const float* a_data = a.data_ptr<float>();
   const int64_t sr = a.stride(0), sk = a.stride(1);
   const float* p_data = panels.data_ptr<float>();
@@ -180,8 +276,7 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
       const float* panel = p_data + p * k_size * kPanel;
       const float* bias_n0 = bias_data != nullptr ? bias_data + n0 : nullptr;
       float* c_block = c_data + r0 * n + n0;
-      const __mmask16 mask0 = lane_mask(n - n0), mask1 = lane_mask(n - n0 - 16);
-      panel_rows(relu, rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, mask0, mask1);
+      panel_rows(relu, rows, a_data + r0 * sr, sr, sk, panel, k_size, bias_n0, c_block, n, std::min(kPanel, n - n0));
     }
   });
 #else
@@ -215,7 +310,7 @@ at::Tensor own_mlp(const at::Tensor& a, at::TensorList panels, c10::ArrayRef<int
     }
   }
 #ifdef INITKIT_HAVE_AVX512_KERNEL
-  TORCH_CHECK(own_gemm_available() && plan[0].k_size == a.size(1), "initkit: own_mlp called without AVX-512 or with mismatched panels");
+  TORCH_CHECK(own_gemm_available() && plan[0].k_size == a.size(1), "initkit: own_mlp called without AVX-512 or AVX2 or with mismatched panels");
   // Blocks of at most kRowBlock rows, as many as a multiple of the thread count (even shares).
   const int64_t threads = at::get_num_threads();
   int64_t blocks = std::max((m + kRowBlock - 1) / kRowBlock, std::min<int64_t>(threads, m));
@@ -237,8 +332,7 @@ at::Tensor own_mlp(const at::Tensor& a, at::TensorList panels, c10::ArrayRef<int
           const int64_t n0 = p * kPanel;
           const float* panel = L.panels + p * L.k_size * kPanel;
           const float* bias = L.bias != nullptr ? L.bias + n0 : nullptr;
-          const __mmask16 mask0 = lane_mask(L.n - n0), mask1 = lane_mask(L.n - n0 - 16);
-          panel_rows(l + 1 < layers, rows, x, sr, sk, panel, L.k_size, bias, out + n0, L.n, mask0, mask1);
+          panel_rows(l + 1 < layers, rows, x, sr, sk, panel, L.k_size, bias, out + n0, L.n, std::min(kPanel, L.n - n0));
         }
         x = out, sr = L.n, sk = 1;
       }

@@ -1,8 +1,9 @@
-// initkit's own float32 GEMM for AVX-512 CPUs, the third engine of dense_gemm.h:
+// initkit's own float32 GEMM for AVX-512 and AVX2 + FMA CPUs, the third engine of dense_gemm.h:
 //   c [M, N] = a [M, K] @ b [N, K].T (+ bias).
 // b is first packed into panels of 32 of its rows, k-major (panel p holds b[32p + j, k] at
 // [p][k][j], zero-padded past N); a 6x32 register tile then accumulates 6 rows of a against one
-// panel (12 AVX-512 accumulators, two panel loads and six broadcasts per k). Small and medium
+// panel (12 AVX-512 accumulators, two panel loads and six broadcasts per k; on AVX2, 6x16 on each
+// half of the panel, with the same 12 accumulators and the same sums, so the same bits). Small and medium
 // layers are where it pays: MKL and oneDNN spend fixed costs per call (threading, primitive
 // lookup) that are as large as the arithmetic at 64x256x256, and inference reuses the packed
 // panels while the weight is unchanged (dense_gemm.h's pack cache). Results round like any
@@ -15,8 +16,8 @@
 namespace initkit {
 namespace cpu {
 
-// Whether this CPU runs the kernel (AVX-512F; checked once at run time, so a default build
-// still runs on any x86-64).
+// Whether this CPU runs the kernel (AVX-512F, or AVX2 and FMA; checked once at run time, so a
+// default build still runs on any x86-64).
 bool own_gemm_available();
 
 // Whether own_gemm takes these operands: float32 a and b (any strides), bias contiguous.
