@@ -122,6 +122,44 @@ def test_engine_matches_torch(ext, engine):
     assert proc.stdout.strip() == "ok"
 
 
+OWN_KERNEL_BITS = textwrap.dedent(
+    """
+    import os, torch
+    import initkit
+    from initkit.functional import linear_relu, mlp
+    torch.manual_seed(0)
+    out = []
+    # partial panels (n % 32: 10, 70, 333), 1..6-row tiles and their splits, strided operands
+    for m, k, n in [(1, 256, 256), (7, 100, 70), (13, 17, 10), (64, 300, 333), (50, 64, 96)]:
+        x, w, b = torch.randn(m, k), torch.randn(n, k) / k**0.5, torch.randn(n)
+        with torch.no_grad():
+            out += [linear_relu(x, w, b), linear_relu(x.t().contiguous().t(), w, None)]
+        xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
+        (linear_relu(xg, wg, bg) * torch.randn(m, n)).sum().backward()
+        out += [xg.grad, wg.grad, bg.grad]
+    ws = [torch.randn(o, i) / i**0.5 for i, o in [(160, 192), (192, 192), (192, 10)]]
+    with torch.no_grad():
+        out.append(mlp(torch.randn(48, 160), ws, [torch.randn(192), None, torch.randn(10)]))
+    torch.save(out, os.environ["OUT"])
+    """
+)
+
+
+def test_own_kernel_same_bits_on_every_level(ext, tmp_path):
+    """initkit's own GEMM sums each output alike on AVX-512 and on AVX2 (INITKIT_CPU_KERNELS=avx2
+    runs the AVX2 tile on an AVX-512 CPU): the same bits, forward and backward, at every level the
+    CPU has. (On a CPU with AVX2 only, both runs take the AVX2 tile.)"""
+    results = []
+    for env in ({}, {"INITKIT_CPU_KERNELS": "avx2"}):
+        path = tmp_path / f"own{len(results)}.pt"
+        proc = run_python(OWN_KERNEL_BITS, {**env, "INITKIT_CPU_GEMM": "initkit", "INITKIT_REQUIRE_EXT": "1",
+                                            "OUT": str(path)}, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results.append(torch.load(path))
+    for a, b in zip(*results):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
 def test_inference_after_training_step(ext):
     """A weight trained in place between no_grad calls is seen by the next call."""
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 // AVX-512 instructions, and those marked INITKIT_AVX2_FMA AVX2 and FMA; panel_rows runs the widest
 // the CPU has, and only where own_gemm_available() said yes.
 #include "dense_kernel.h"
+#include "multiversion.h"
 
 #include <ATen/Parallel.h>
 
@@ -189,15 +190,12 @@ INITKIT_AVX2_FMA void panel_rows_avx2(bool relu, int64_t rows, const float* a, i
   }
 }
 
-bool cpu_has_avx512f() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
-// One panel's first `valid` columns (1..32) against `rows` rows of a, on the widest kernel.
+// One panel's first `valid` columns (1..32) against `rows` rows of a, on the widest kernel
+// (multiversion.h's cpu_kernels(): INITKIT_CPU_KERNELS=avx2 runs the AVX2 tile on AVX-512 CPUs).
 void panel_rows(bool relu, int64_t rows, const float* a, int64_t sr, int64_t sk, const float* panel, int64_t k_size,
                 const float* bias, float* c, int64_t ldc, int64_t valid) {
-  (cpu_has_avx512f() ? panel_rows_avx512 : panel_rows_avx2)(relu, rows, a, sr, sk, panel, k_size, bias, c, ldc, valid);
+  (cpu_kernels() == CpuKernels::kAvx512 ? panel_rows_avx512 : panel_rows_avx2)(relu, rows, a, sr, sk, panel, k_size,
+                                                                              bias, c, ldc, valid);
 }
 
 #endif  // INITKIT_HAVE_AVX512_KERNEL
@@ -224,9 +222,7 @@ void pack_panel(const float* b, int64_t n_size, int64_t k_size, int64_t sn, int6
 
 bool own_gemm_available() {
 #ifdef INITKIT_HAVE_AVX512_KERNEL
-  static const bool available = __builtin_cpu_supports("avx512f") ||
-                                (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
-  return available;
+  return cpu_kernels() >= CpuKernels::kAvx2;
 #else
   return false;
 #endif

@@ -16,8 +16,8 @@
 namespace initkit {
 namespace cpu {
 
-// Whether this CPU runs the kernel (AVX-512F, or AVX2 and FMA; checked once at run time, so a
-// default build still runs on any x86-64).
+// Whether this CPU runs the kernel (AVX-512F, or AVX2 and FMA, unless INITKIT_CPU_KERNELS=portable;
+// checked once at run time, so a default build still runs on any x86-64).
 bool own_gemm_available();
 
 // Whether own_gemm takes these operands: float32 a and b (any strides), bias contiguous.

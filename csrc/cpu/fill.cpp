@@ -12,9 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <limits>
-#include <string>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -61,21 +59,7 @@ C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-// Which written-out kernels (fill_simd.h) run: the widest the CPU has, capped by INITKIT_CPU_KERNELS ("avx2" or
-// "portable", read once; the tests run every level and compare the bits).
-enum class CpuKernels { kPortable, kAvx2, kAvx512 };
-CpuKernels cpu_kernels() {
-  static const CpuKernels level = [] {
-    const char* env = std::getenv("INITKIT_CPU_KERNELS");
-    const std::string cap = env == nullptr ? "" : env;
-    // (the AVX2 normal kernels need FMA too: every AVX2 CPU has it, but a VM may hide it)
-    if (cap == "portable" || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-      return CpuKernels::kPortable;
-    if (cap == "avx2" || !__builtin_cpu_supports("avx512f")) return CpuKernels::kAvx2;
-    return CpuKernels::kAvx512;
-  }();
-  return level;
-}
+// The level of fill_simd.h's kernels: multiversion.h's cpu_kernels().
 bool cpu_has_avx512f() { return cpu_kernels() == CpuKernels::kAvx512; }
 bool cpu_has_avx2() { return cpu_kernels() >= CpuKernels::kAvx2; }
 #endif
