@@ -10,7 +10,7 @@
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define INITKIT_HAVE_AVX512_KERNEL 1
+#define INITKIT_HAVE_SIMD_KERNELS 1
 #include <immintrin.h>
 #define INITKIT_AVX512 __attribute__((target("avx512f")))
 #define INITKIT_AVX2_FMA __attribute__((target("avx2,fma")))
@@ -26,7 +26,7 @@ constexpr int64_t kRowBlock = 48;    // rows of a per task: 8 tiles against one 
 constexpr int64_t kPackChunk = 64;   // k values per transposed chunk while packing (8 KiB, in L1)
 constexpr int64_t kSerialMacs = int64_t(1) << 17;  // below this a second thread costs more than it saves
 
-#ifdef INITKIT_HAVE_AVX512_KERNEL
+#ifdef INITKIT_HAVE_SIMD_KERNELS
 
 // c[r, 0..32) = relu?(sum_k a[r, k] * panel[k, 0..32) + bias), for MR rows; masks cut the last panel
 // at N. max(0, x) as vmaxps(0, x) returns x when x is NaN (the second operand), and keeps -0.0.
@@ -198,7 +198,7 @@ void panel_rows(bool relu, int64_t rows, const float* a, int64_t sr, int64_t sk,
                                                                               bias, c, ldc, valid);
 }
 
-#endif  // INITKIT_HAVE_AVX512_KERNEL
+#endif  // INITKIT_HAVE_SIMD_KERNELS
 
 // Panel p of b (rows 32p .. 32p + 31), k-major. Unit stride along n copies 32 values per k;
 // unit stride along k is transposed in chunks of kPackChunk k so the writes stay in L1.
@@ -221,7 +221,7 @@ void pack_panel(const float* b, int64_t n_size, int64_t k_size, int64_t sn, int6
 }  // namespace
 
 bool own_gemm_available() {
-#ifdef INITKIT_HAVE_AVX512_KERNEL
+#ifdef INITKIT_HAVE_SIMD_KERNELS
   return cpu_kernels() >= CpuKernels::kAvx2;
 #else
   return false;
@@ -252,7 +252,7 @@ at::Tensor own_gemm(const at::Tensor& a, const at::Tensor& panels, int64_t n, co
                     bool relu) {
   const int64_t m = a.size(0), k_size = a.size(1), panel_count = panels.size(0);
   at::Tensor c = at::empty({m, n}, a.options().memory_format(at::MemoryFormat::Contiguous));
-#ifdef INITKIT_HAVE_AVX512_KERNEL
+#ifdef INITKIT_HAVE_SIMD_KERNELS
   TORCH_CHECK(own_gemm_available() && panels.size(1) == k_size && panel_count * kPanel >= n,
               "initkit: own_gemm called without AVX-512 or AVX2 or with mismatched panels");
   const float* a_data = a.data_ptr<float>();
@@ -305,7 +305,7 @@ at::Tensor own_mlp(const at::Tensor& a, at::TensorList panels, c10::ArrayRef<int
       result = std::move(out);
     }
   }
-#ifdef INITKIT_HAVE_AVX512_KERNEL
+#ifdef INITKIT_HAVE_SIMD_KERNELS
   TORCH_CHECK(own_gemm_available() && plan[0].k_size == a.size(1), "initkit: own_mlp called without AVX-512 or AVX2 or with mismatched panels");
   // Blocks of at most kRowBlock rows, as many as a multiple of the thread count (even shares).
   const int64_t threads = at::get_num_threads();

@@ -163,7 +163,7 @@ C10_ALWAYS_INLINE void generate_lanes(const Sampler<acc_t>& sampler, const Strea
 // its first draw); false for the others.
 bool blocks_on_avx2(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
                     int64_t prefetch_end, float* out) {
-  if (!cpu_has_avx2() || cpu_has_avx512f()) return false;
+  if (cpu_kernels() != CpuKernels::kAvx2) return false;
   switch (s.kind) {
     case FillKind::RawWords:
       blocks_avx2<FillKind::RawWords>(s, key, g0, n_blocks, prefetch_end, out);

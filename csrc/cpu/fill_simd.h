@@ -636,7 +636,7 @@ INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uin
       __m256i c0[2], c[4][2];
       for (int h = 0; h < 2; ++h) {
         c0[h] = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<int64_t>(g + l0 + 4 * h)), _mm256_setr_epi64x(0, 1, 2, 3));
-        c[1][h] = _mm256_srli_epi64(c0[h], 32);  // (read only without same_word1)
+        if (!same_word1) c[1][h] = _mm256_srli_epi64(c0[h], 32);  // word 1: the group's high word
       }
       avx2::philox8(key, same_word1 ? &shared : nullptr, c0, c);
       __m256i w[4];
