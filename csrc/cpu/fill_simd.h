@@ -620,7 +620,12 @@ INITKIT_AVX2 inline void philox_lanes_avx2(const StreamKey& key, const uint64_t 
 // Normal fill (or the rejection kind's first draw, its redraws left to the caller), kept in
 // registers from the counters to the interleaved stores, as avx512::normal_blocks. Lines are
 // prefetched for writing kPrefetchBlocks ahead while k + kPrefetchBlocks < prefetch_end (the
-// blocks this call's caller writes).
+// blocks this call's caller writes). Two phases per block: the four Philox steps back to back
+// (their words parked in L1), then the samples: consecutive steps' Philox chains, which are
+// independent, then overlap in the out-of-order window, where Box-Muller's long chain between them
+// kept them apart. One Zen 3 core, 1 MiB, min of 100 interleaved rounds, two runs of each build:
+// raw Philox 0.903 -> 0.763 ns/word, uniform 1.009 -> 0.884, normal 1.753 -> 1.537, trunc +-2 std
+// 2.308 -> 2.127 ns/element.
 template <FillKind kKind>
 INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
                               int64_t prefetch_end, float* out) {
@@ -632,6 +637,7 @@ INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uin
       for (int64_t i = 0; i < kLanes * 4; i += 16) __builtin_prefetch(out + kLanes * 4 * (k + kPrefetchBlocks) + i, 1, 3);
     const bool same_word1 = static_cast<uint32_t>(g) <= 0xffffffffu - (kLanes - 1);
     const avx2::SharedWord1 shared = avx2::shared_word1(key, static_cast<uint32_t>(g >> 32));
+    alignas(32) __m256i words[kLanes / 8][4];
     for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
       __m256i c0[2], c[4][2];
       for (int h = 0; h < 2; ++h) {
@@ -639,8 +645,10 @@ INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uin
         if (!same_word1) c[1][h] = _mm256_srli_epi64(c0[h], 32);  // word 1: the group's high word
       }
       avx2::philox8(key, same_word1 ? &shared : nullptr, c0, c);
-      __m256i w[4];
-      for (int j = 0; j < 4; ++j) w[j] = avx2::pack_low_words(c[j][0], c[j][1]);
+      for (int j = 0; j < 4; ++j) words[l0 / 8][j] = avx2::pack_low_words(c[j][0], c[j][1]);
+    }
+    for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
+      const __m256i* w = words[l0 / 8];
       __m256 x[4];
       if constexpr (kKind == FillKind::RawWords) {
         for (int j = 0; j < 4; ++j) x[j] = _mm256_castsi256_ps(w[j]);
