@@ -60,8 +60,9 @@ __all__ = [
 # The reproducibility contract's version: which values a (key, stream, index) gives (README,
 # tests/test_contract.py). 2: exact truncated normals on narrow and far intervals. 3: float
 # normals (Box-Muller on fmaf) and truncated normals of acceptance >= 0.8 by rejection. 4: the
-# float log on a degree-6 polynomial (float normals and truncated normals, last bits).
-CONTRACT_VERSION = 4
+# float log on a degree-6 polynomial (float normals and truncated normals, last bits). 5: float64
+# normals on initkit's own log and sin/cos instead of libm's (float64 normals, last bits).
+CONTRACT_VERSION = 5
 _MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
 
 calculate_gain = torch_fallback.calculate_gain

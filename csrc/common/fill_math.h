@@ -26,6 +26,28 @@ INITKIT_HOST_DEVICE float bits_float(uint32_t b) {
 #endif
 }
 
+INITKIT_HOST_DEVICE uint64_t double_bits(double x) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint64_t>(__double_as_longlong(x));
+#else
+  return __builtin_bit_cast(uint64_t, x);
+#endif
+}
+INITKIT_HOST_DEVICE double bits_double(uint64_t b) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(b));
+#else
+  return __builtin_bit_cast(double, b);
+#endif
+}
+
+// A signed integer |i| < 2^51 as a double, exactly, by adding it to the bits of 1.5 * 2^52 (whose
+// ulp is 1): plain 64-bit integer and double arithmetic, which vectorizes on AVX2 (it has no
+// 64-bit integer to double conversion).
+INITKIT_HOST_DEVICE double small_int_to_double(int64_t i) {
+  return bits_double(0x4338000000000000ull + static_cast<uint64_t>(i)) - 0x1.8p52;
+}
+
 // ---- uniforms -------------------------------------------------------------------------
 // [0, 1) with 24 random bits, as torch's CPU uniform_ for float.
 INITKIT_HOST_DEVICE float unit_closed_open(uint32_t w) {
@@ -36,14 +58,18 @@ INITKIT_HOST_DEVICE float unit_closed_open(uint32_t w) {
 INITKIT_HOST_DEVICE float unit_open_closed(uint32_t w) {
   return fmaf(static_cast<float>(w), 0x1p-32f, 0x1p-33f);  // the product is exact: as w * 2^-32 + 2^-33
 }
+// static_cast<double>(bits) for bits < 2^53 (exact), in operations that vectorize: bit 52 apart,
+// the rest through small_int_to_double.
+INITKIT_HOST_DEVICE double u53_to_double(uint64_t bits) {
+  const double top = (bits >> 52) != 0 ? 0x1p52 : 0.0;
+  return (top + small_int_to_double(static_cast<int64_t>(bits & 0xfffffffffffffull) - (int64_t(1) << 51))) + 0x1p51;
+}
 // Double precision: 53 bits from two words.
 INITKIT_HOST_DEVICE double unit_closed_open(uint32_t hi, uint32_t lo) {
-  const uint64_t bits = ((static_cast<uint64_t>(hi) << 32) | lo) >> 11;
-  return static_cast<double>(bits) * 0x1p-53;
+  return u53_to_double(((static_cast<uint64_t>(hi) << 32) | lo) >> 11) * 0x1p-53;
 }
 INITKIT_HOST_DEVICE double unit_open_closed(uint32_t hi, uint32_t lo) {
-  const uint64_t bits = ((static_cast<uint64_t>(hi) << 32) | lo) >> 11;
-  return static_cast<double>(bits) * 0x1p-53 + 0x1p-54;
+  return u53_to_double(((static_cast<uint64_t>(hi) << 32) | lo) >> 11) * 0x1p-53 + 0x1p-54;
 }
 
 // ---- float math ------------------------------------------------------------------------
@@ -136,6 +162,52 @@ INITKIT_HOST_DEVICE float ndtri_lower(float p) {
 }
 
 // ---- double math -------------------------------------------------------------------------
+// The float64 normal's log and sin/cos, written out (not libm's) so that every CPU, every libm and
+// CUDA give the same bits, and so that the lane loops vectorize. Both are the classic fdlibm
+// kernels (Sun Microsystems' freely distributable libm, used by glibc's and FreeBSD's log/sin/cos
+// of their time), rewritten here branch-free; max error against long double: see
+// tests/test_fill_math.py.
+
+// Natural log of a normal positive double: x = 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)) (f
+// exact, as in log_positive above), then log(1 + f) = 2 atanh(s) with s = f / (2 + f):
+// f - (f^2/2 - s (f^2/2 + R(s^2))), R a degree-7 polynomial in s^2; e ln 2 added in two parts.
+INITKIT_HOST_DEVICE double log_positive(double x) {
+  const uint64_t offset = double_bits(x) - 0x3fe6a09e667f3bcdull;  // the bits of sqrt(1/2)
+  const double e = static_cast<double>(static_cast<int32_t>(static_cast<int64_t>(offset) >> 52));
+  const double f = bits_double((offset & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull) - 1.0;
+  const double s = f / (2.0 + f);
+  const double z = s * s, w = z * z;
+  const double odd = z * fma(w, fma(w, fma(w, 1.479819860511658591e-01, 1.818357216161805012e-01), 2.857142874366239149e-01),
+                             6.666666666666735130e-01);
+  const double even = w * fma(w, fma(w, 1.531383769920937332e-01, 2.222219843214978396e-01), 3.999999999940941908e-01);
+  const double r = odd + even;
+  const double half_f2 = 0.5 * f * f;
+  return e * 6.93147180369123816490e-01 - ((half_f2 - (s * (half_f2 + r) + e * 1.90821492927058770002e-10)) - f);
+}
+
+// sin(2 pi t) and cos(2 pi t) for the angle t = w / 2^64 turns (w = hi:lo), reduced in integers as
+// sincos_two_pi above: the quadrant q = round(4t) mod 4 from v = w + 2^61, the remainder 4t - round(4t)
+// as a signed 64-bit fraction kept to 2^-52; then fdlibm's sin and cos kernels on [-pi/4, pi/4].
+INITKIT_HOST_DEVICE void sincos_two_pi(uint32_t hi, uint32_t lo, double& s, double& c) {
+  const uint64_t w = (static_cast<uint64_t>(hi) << 32) | lo;
+  const uint64_t v = w + (uint64_t(1) << 61);
+  const double x = small_int_to_double(static_cast<int64_t>(w << 2) >> 12) * (1.57079632679489661923 * 0x1p-52);
+  const double z = x * x;
+  const double ps = fma(z, fma(z, fma(z, fma(z, 1.58969099521155010221e-10, -2.50507602534068634195e-08),
+                                      2.75573137070700676789e-06), -1.98412698298579493134e-04), 8.33333333332248946124e-03);
+  const double sin_r = x + x * z * fma(z, ps, -1.66666666666666324348e-01);
+  const double pc = z * fma(z, fma(z, fma(z, fma(z, fma(z, -1.13596475577881948265e-11, 2.08757232129817482790e-09),
+                                             -2.75573143513906633035e-07), 2.48015872894767294178e-05),
+                                   -1.38888888888741095749e-03), 4.16666666666666019037e-02);
+  const double half_z = 0.5 * z, one_minus = 1.0 - half_z;
+  const double cos_r = one_minus + (((1.0 - one_minus) - half_z) + z * pc);
+  const bool swap = (v & (uint64_t(1) << 62)) != 0;  // odd quadrant
+  const double s0 = swap ? cos_r : sin_r;
+  const double c0 = swap ? sin_r : cos_r;
+  s = bits_double(double_bits(s0) ^ (v & (uint64_t(1) << 63)));
+  c = bits_double(double_bits(c0) ^ ((v + (uint64_t(1) << 62)) & (uint64_t(1) << 63)));
+}
+
 // Double inverse normal CDF for p in (0, 0.5]: Acklam's approximation refined by one Halley
 // step on erfc, which brings it to full double precision (rare scalar path; double fills
 // are not the hot path).

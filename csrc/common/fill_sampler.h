@@ -257,12 +257,14 @@ INITKIT_HOST_DEVICE double sample_uniform(const Sampler<double>& s, uint32_t hi,
   return x < s.hi ? x : s.lo;
 }
 
+// Box-Muller in double: words (0, 1) give the radius, words (2, 3) the angle.
 INITKIT_HOST_DEVICE void sample_normal_pair(const Sampler<double>& s, const uint32_t* w, double& x0,
                                             double& x1) {
-  const double radius = sqrt(-2.0 * log(unit_open_closed(w[0], w[1])));
-  const double theta = 6.28318530717958647692 * unit_closed_open(w[2], w[3]);
-  x0 = s.shift + s.scale * (radius * cos(theta));
-  x1 = s.shift + s.scale * (radius * sin(theta));
+  const double radius = sqrt(-2.0 * log_positive(unit_open_closed(w[0], w[1])));
+  double sin_t, cos_t;
+  sincos_two_pi(w[2], w[3], sin_t, cos_t);
+  x0 = s.shift + s.scale * (radius * cos_t);
+  x1 = s.shift + s.scale * (radius * sin_t);
 }
 
 INITKIT_HOST_DEVICE double clamp_to_bounds(const Sampler<double>& s, double x) { return fmin(fmax(x, s.lo), s.hi); }
@@ -380,29 +382,33 @@ INITKIT_HOST_DEVICE void sample_lanes(const Sampler<float>& s, const StreamKey& 
 template <int L>
 INITKIT_HOST_DEVICE void sample_lanes(const Sampler<double>& s, const StreamKey& key, const uint64_t (&group)[L],
                                       const uint32_t (&w)[4][L], double* out) {
-  for (int l = 0; l < L; ++l) {
-    const uint32_t lane[4] = {w[0][l], w[1][l], w[2][l], w[3][l]};
-    double* o = out + 2 * l;
-    switch (s.kind) {
-      case FillKind::Uniform:
-        o[0] = sample_uniform(s, lane[0], lane[1]);
-        o[1] = sample_uniform(s, lane[2], lane[3]);
-        break;
-      case FillKind::Normal:
-      case FillKind::TruncNormalByRejection:
-        sample_normal_pair(s, lane, o[0], o[1]);
-        if (s.kind == FillKind::Normal) break;
-        for (int j = 0; j < 2; ++j)
-          if (!(o[j] >= s.lo && o[j] <= s.hi)) o[j] = redraw_trunc_normal(s, key, group[l], j);
-        break;
-      case FillKind::TruncNormal:
-        o[0] = sample_trunc_normal(s, lane[0], lane[1]);
-        o[1] = sample_trunc_normal(s, lane[2], lane[3]);
-        break;
-      default:
-        for (int j = 0; j < 2; ++j) o[j] = redraw_trunc_normal(s, key, group[l], j);
-        break;
+  switch (s.kind) {  // one loop per kind, so that the uniform and normal loops vectorize
+    case FillKind::Uniform:
+      for (int l = 0; l < L; ++l) {
+        out[2 * l] = sample_uniform(s, w[0][l], w[1][l]);
+        out[2 * l + 1] = sample_uniform(s, w[2][l], w[3][l]);
+      }
+      break;
+    case FillKind::Normal:
+    case FillKind::TruncNormalByRejection: {  // the normal fill's values, then rare redraws
+      for (int l = 0; l < L; ++l) {
+        const uint32_t lane[4] = {w[0][l], w[1][l], w[2][l], w[3][l]};
+        sample_normal_pair(s, lane, out[2 * l], out[2 * l + 1]);
+      }
+      if (s.kind == FillKind::Normal) break;
+      for (int i = 0; i < 2 * L; ++i)
+        if (!(out[i] >= s.lo && out[i] <= s.hi)) out[i] = redraw_trunc_normal(s, key, group[i / 2], i % 2);
+      break;
     }
+    case FillKind::TruncNormal:
+      for (int l = 0; l < L; ++l) {
+        out[2 * l] = sample_trunc_normal(s, w[0][l], w[1][l]);
+        out[2 * l + 1] = sample_trunc_normal(s, w[2][l], w[3][l]);
+      }
+      break;
+    default:  // narrow or far-tail truncations: scalar rejection on their own blocks
+      for (int i = 0; i < 2 * L; ++i) out[i] = redraw_trunc_normal(s, key, group[i / 2], i % 2);
+      break;
   }
 }
 

@@ -213,6 +213,7 @@ void generate_blocks_f32(const Sampler<float>& sampler, const StreamKey& key, ui
 }
 
 // kBlockF64 double samples for logical elements [2*g0, 2*g0 + kBlockF64).
+INITKIT_MULTIVERSION
 void generate_block_f64(const Sampler<double>& sampler, const StreamKey& key, uint64_t g0, double* out) {
   uint64_t group[kLanes];
   consecutive_groups(g0, group);

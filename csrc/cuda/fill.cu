@@ -1,8 +1,8 @@
 // CUDA kernels for initkit::uniform_fill, normal_fill, trunc_normal_fill and multi_fill.
 // They follow the CPU kernels' counter mapping (common/fill_sampler.h) and call the same
-// samplers, so a fill gives the CPU's values for the same seed: uniform and the float math
-// bit for bit (FP contraction is off on both sides), double normals within a few ulp (libm
-// against CUDA's math library).
+// samplers, so a fill gives the CPU's values for the same seed, bit for bit (FP contraction is
+// off on both sides), except the double truncated normals that call log, exp or erfc (inverse CDF,
+// proposals): within a few ulp (libm against CUDA's math library).
 //
 // Work is cut into items of 16 bytes of output: one Philox block for float (4 values) and
 // double (2 values), two consecutive blocks for half and bfloat16 (8 values). One thread
