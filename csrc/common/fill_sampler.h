@@ -197,7 +197,7 @@ INITKIT_HOST_DEVICE float sample_uniform(const Sampler<float>& s, uint32_t w) {
   return x < s.hi ? x : s.lo;  // rounding can reach `high`; keep the range half-open
 }
 
-// Box-Muller on one word pair. (cpu/fill_simd.h's avx512::normal_pair and avx2::normal_pair repeat
+// Box-Muller on one word pair. (cpu/fill_simd.h's avx512::normal_pair and avx2::normal_pairs repeat
 // these operations, and those of log_positive and sincos_two_pi, in intrinsics: change all three or
 // the CPU's bits split; a test compares every kernel level the CPU has.)
 INITKIT_HOST_DEVICE void sample_normal_pair(const Sampler<float>& s, uint32_t w0, uint32_t w1,

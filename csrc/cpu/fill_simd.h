@@ -402,60 +402,79 @@ namespace avx2 {
 INITKIT_AVX2_INLINE __m256 set(float x) { return _mm256_set1_ps(x); }
 INITKIT_AVX2_INLINE __m256i seti(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
 
+// The functions below take N independent registers and issue each operation for all N before the
+// next: Box-Muller is a long chain of dependent operations (the log's polynomial, the square root,
+// the sine and cosine polynomials), and with the chains of N registers interleaved in the
+// instruction stream they overlap inside the out-of-order window, where one register's chain
+// after another's did not. The values are those of N separate calls.
+#define INITKIT_EACH _Pragma("GCC unroll 8") for (int i = 0; i < N; ++i)
+
 // float(w) for unsigned w, correctly rounded (AVX2 converts only signed words): both 16-bit halves
 // convert exactly, hi * 2^16 is exact, so the one rounding is that of the sum.
-INITKIT_AVX2_INLINE __m256 u32_to_float(__m256i w) {
-  const __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 16));
-  const __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(w, seti(0xffffu)));
-  return _mm256_fmadd_ps(hi, set(65536.0f), lo);
+template <int N>
+INITKIT_AVX2_INLINE void u32_to_float(const __m256i (&w)[N], __m256 (&f)[N]) {
+  INITKIT_EACH f[i] = _mm256_cvtepi32_ps(_mm256_and_si256(w[i], seti(0xffffu)));
+  INITKIT_EACH f[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w[i], 16)), set(65536.0f), f[i]);
 }
 
-INITKIT_AVX2_INLINE __m256 log_positive(__m256 x) {
-  const __m256i offset = _mm256_sub_epi32(_mm256_castps_si256(x), seti(0x3f3504f3u));
-  const __m256 e = _mm256_cvtepi32_ps(_mm256_srai_epi32(offset, 23));
-  const __m256 m = _mm256_sub_ps(
-      _mm256_castsi256_ps(_mm256_add_epi32(_mm256_and_si256(offset, seti(0x007fffffu)), seti(0x3f3504f3u))), set(1.0f));
-  const __m256 z = _mm256_mul_ps(m, m);
-  __m256 y = set(8.7004370987e-2f);
-  y = _mm256_fmadd_ps(y, m, set(-1.4267487824e-1f));
-  y = _mm256_fmadd_ps(y, m, set(1.4914767444e-1f));
-  y = _mm256_fmadd_ps(y, m, set(-1.6577585042e-1f));
-  y = _mm256_fmadd_ps(y, m, set(1.9963063300e-1f));
-  y = _mm256_fmadd_ps(y, m, set(-2.5001338124e-1f));
-  y = _mm256_fmadd_ps(y, m, set(3.3333909512e-1f));
-  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
-  y = _mm256_fmadd_ps(set(-0.5f), z, y);
-  return _mm256_fmadd_ps(set(0.693147180559945f), e, _mm256_add_ps(m, y));
+template <int N>
+INITKIT_AVX2_INLINE void log_positive(const __m256 (&x)[N], __m256 (&y)[N]) {
+  __m256 e[N], m[N], z[N];
+  INITKIT_EACH {
+    const __m256i offset = _mm256_sub_epi32(_mm256_castps_si256(x[i]), seti(0x3f3504f3u));
+    e[i] = _mm256_cvtepi32_ps(_mm256_srai_epi32(offset, 23));
+    m[i] = _mm256_sub_ps(
+        _mm256_castsi256_ps(_mm256_add_epi32(_mm256_and_si256(offset, seti(0x007fffffu)), seti(0x3f3504f3u))), set(1.0f));
+  }
+  INITKIT_EACH z[i] = _mm256_mul_ps(m[i], m[i]);
+  INITKIT_EACH y[i] = _mm256_fmadd_ps(set(8.7004370987e-2f), m[i], set(-1.4267487824e-1f));
+  INITKIT_EACH y[i] = _mm256_fmadd_ps(y[i], m[i], set(1.4914767444e-1f));
+  INITKIT_EACH y[i] = _mm256_fmadd_ps(y[i], m[i], set(-1.6577585042e-1f));
+  INITKIT_EACH y[i] = _mm256_fmadd_ps(y[i], m[i], set(1.9963063300e-1f));
+  INITKIT_EACH y[i] = _mm256_fmadd_ps(y[i], m[i], set(-2.5001338124e-1f));
+  INITKIT_EACH y[i] = _mm256_fmadd_ps(y[i], m[i], set(3.3333909512e-1f));
+  INITKIT_EACH y[i] = _mm256_mul_ps(_mm256_mul_ps(y[i], m[i]), z[i]);
+  INITKIT_EACH y[i] = _mm256_fmadd_ps(set(-0.5f), z[i], y[i]);
+  INITKIT_EACH y[i] = _mm256_fmadd_ps(set(0.693147180559945f), e[i], _mm256_add_ps(m[i], y[i]));
 }
 
-INITKIT_AVX2_INLINE void sincos_two_pi(__m256i w, __m256& s, __m256& c) {
-  const __m256i v = _mm256_add_epi32(w, seti(0x20000000u));
-  const __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_slli_epi32(w, 2)), set(1.57079632679489662f * 0x1p-32f));
-  const __m256 x2 = _mm256_mul_ps(x, x);
-  __m256 ps = set(-1.9515295891e-4f);
-  ps = _mm256_fmadd_ps(ps, x2, set(8.3321608736e-3f));
-  ps = _mm256_fmadd_ps(ps, x2, set(-1.6666654611e-1f));
-  const __m256 sin_r = _mm256_fmadd_ps(_mm256_mul_ps(x, x2), ps, x);
-  __m256 pc = set(2.443315711809948e-5f);
-  pc = _mm256_fmadd_ps(pc, x2, set(-1.388731625493765e-3f));
-  pc = _mm256_fmadd_ps(pc, x2, set(4.166664568298827e-2f));
-  const __m256 cos_r = _mm256_fmadd_ps(_mm256_mul_ps(x2, x2), pc, _mm256_fmadd_ps(set(-0.5f), x2, set(1.0f)));
-  // Odd quadrant (bit 30 of v) as the blend mask's sign bit.
-  const __m256 swap = _mm256_castsi256_ps(_mm256_slli_epi32(v, 1));
-  const __m256 s0 = _mm256_blendv_ps(sin_r, cos_r, swap), c0 = _mm256_blendv_ps(cos_r, sin_r, swap);
-  const __m256 sign = _mm256_castsi256_ps(seti(0x80000000u));
-  s = _mm256_xor_ps(s0, _mm256_and_ps(_mm256_castsi256_ps(v), sign));
-  c = _mm256_xor_ps(c0, _mm256_and_ps(_mm256_castsi256_ps(_mm256_add_epi32(v, seti(0x40000000u))), sign));
+template <int N>
+INITKIT_AVX2_INLINE void sincos_two_pi(const __m256i (&w)[N], __m256 (&s)[N], __m256 (&c)[N]) {
+  __m256 x[N], x2[N], ps[N], pc[N];
+  INITKIT_EACH x[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_slli_epi32(w[i], 2)), set(1.57079632679489662f * 0x1p-32f));
+  INITKIT_EACH x2[i] = _mm256_mul_ps(x[i], x[i]);
+  INITKIT_EACH ps[i] = _mm256_fmadd_ps(set(-1.9515295891e-4f), x2[i], set(8.3321608736e-3f));
+  INITKIT_EACH pc[i] = _mm256_fmadd_ps(set(2.443315711809948e-5f), x2[i], set(-1.388731625493765e-3f));
+  INITKIT_EACH ps[i] = _mm256_fmadd_ps(ps[i], x2[i], set(-1.6666654611e-1f));
+  INITKIT_EACH pc[i] = _mm256_fmadd_ps(pc[i], x2[i], set(4.166664568298827e-2f));
+  INITKIT_EACH {
+    const __m256 sin_r = _mm256_fmadd_ps(_mm256_mul_ps(x[i], x2[i]), ps[i], x[i]);
+    const __m256 cos_r =
+        _mm256_fmadd_ps(_mm256_mul_ps(x2[i], x2[i]), pc[i], _mm256_fmadd_ps(set(-0.5f), x2[i], set(1.0f)));
+    // Odd quadrant (bit 30 of v) as the blend mask's sign bit.
+    const __m256i v = _mm256_add_epi32(w[i], seti(0x20000000u));
+    const __m256 swap = _mm256_castsi256_ps(_mm256_slli_epi32(v, 1));
+    const __m256 sign = _mm256_castsi256_ps(seti(0x80000000u));
+    s[i] = _mm256_xor_ps(_mm256_blendv_ps(sin_r, cos_r, swap), _mm256_and_ps(_mm256_castsi256_ps(v), sign));
+    c[i] = _mm256_xor_ps(_mm256_blendv_ps(cos_r, sin_r, swap),
+                         _mm256_and_ps(_mm256_castsi256_ps(_mm256_add_epi32(v, seti(0x40000000u))), sign));
+  }
 }
 
-INITKIT_AVX2_INLINE void normal_pair(__m256 scale, __m256 shift, __m256i w0, __m256i w1, __m256& x0, __m256& x1) {
-  const __m256 u = _mm256_fmadd_ps(u32_to_float(w0), set(0x1p-32f), set(0x1p-33f));
-  const __m256 radius = _mm256_sqrt_ps(_mm256_mul_ps(set(-2.0f), log_positive(u)));
-  __m256 sin_t, cos_t;
-  sincos_two_pi(w1, sin_t, cos_t);
-  x0 = _mm256_fmadd_ps(scale, _mm256_mul_ps(radius, cos_t), shift);
-  x1 = _mm256_fmadd_ps(scale, _mm256_mul_ps(radius, sin_t), shift);
+// Box-Muller on N register pairs (w0[i], w1[i]) -> (x0[i], x1[i]).
+template <int N>
+INITKIT_AVX2_INLINE void normal_pairs(__m256 scale, __m256 shift, const __m256i (&w0)[N], const __m256i (&w1)[N],
+                                      __m256 (&x0)[N], __m256 (&x1)[N]) {
+  __m256 u[N], radius[N], sin_t[N], cos_t[N];
+  u32_to_float<N>(w0, u);
+  INITKIT_EACH u[i] = _mm256_fmadd_ps(u[i], set(0x1p-32f), set(0x1p-33f));
+  log_positive<N>(u, radius);
+  sincos_two_pi<N>(w1, sin_t, cos_t);
+  INITKIT_EACH radius[i] = _mm256_sqrt_ps(_mm256_mul_ps(set(-2.0f), radius[i]));
+  INITKIT_EACH x0[i] = _mm256_fmadd_ps(scale, _mm256_mul_ps(radius[i], cos_t[i]), shift);
+  INITKIT_EACH x1[i] = _mm256_fmadd_ps(scale, _mm256_mul_ps(radius[i], sin_t[i]), shift);
 }
+#undef INITKIT_EACH
 
 // Elements 0 .. 31 of 8 groups from the four values of each (v[j][l] is element 4l + j): a 4x8 transpose.
 INITKIT_AVX2_INLINE void store_interleaved(float* out, __m256 v0, __m256 v1, __m256 v2, __m256 v3) {
@@ -518,13 +537,16 @@ INITKIT_AVX2 inline int64_t find_outside_avx2(const float* x, int64_t n, float l
 // The normal fill's kLanes blocks from their words (sample_lanes' Normal case), on AVX2 + FMA.
 INITKIT_AVX2 inline void normal_lanes_avx2(const Sampler<float>& s, const uint32_t (&w)[4][kLanes], float* out) {
   const __m256 scale = _mm256_set1_ps(s.scale), shift = _mm256_set1_ps(s.shift);
-  for (int l = 0; l < kLanes; l += 8) {
-    __m256i v[4];
-    for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + l));
-    __m256 x[4];
-    avx2::normal_pair(scale, shift, v[0], v[1], x[0], x[1]);
-    avx2::normal_pair(scale, shift, v[2], v[3], x[2], x[3]);
-    avx2::store_interleaved(out + 4 * l, x[0], x[1], x[2], x[3]);
+  for (int l = 0; l < kLanes; l += 16) {  // the pairs of two 8-lane steps at once, as in blocks_avx2
+    __m256i v[4][2];
+    for (int j = 0; j < 4; ++j)
+      for (int t = 0; t < 2; ++t) v[j][t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + l + 8 * t));
+    const __m256i first[4] = {v[0][0], v[2][0], v[0][1], v[2][1]};
+    const __m256i second[4] = {v[1][0], v[3][0], v[1][1], v[3][1]};
+    __m256 even[4], odd[4];
+    avx2::normal_pairs<4>(scale, shift, first, second, even, odd);
+    avx2::store_interleaved(out + 4 * l, even[0], odd[0], even[1], odd[1]);
+    avx2::store_interleaved(out + 4 * l + 32, even[2], odd[2], even[3], odd[3]);
   }
 }
 
@@ -623,9 +645,11 @@ INITKIT_AVX2 inline void philox_lanes_avx2(const StreamKey& key, const uint64_t 
 // blocks this call's caller writes). Two phases per block: the four Philox steps back to back
 // (their words parked in L1), then the samples: consecutive steps' Philox chains, which are
 // independent, then overlap in the out-of-order window, where Box-Muller's long chain between them
-// kept them apart. One Zen 3 core, 1 MiB, min of 100 interleaved rounds, two runs of each build:
-// raw Philox 0.903 -> 0.763 ns/word, uniform 1.009 -> 0.884, normal 1.753 -> 1.537, trunc +-2 std
-// 2.308 -> 2.127 ns/element.
+// kept them apart; and the normal's four pairs of two steps go through normal_pairs<4>, their
+// chains interleaved (eight: spills). One Zen 3 core, 1 MiB, min of 100 interleaved rounds, two
+// runs of each build: raw Philox 0.903 -> 0.763 ns/word, uniform 1.009 -> 0.884; normal 1.753 ->
+// 1.537 (two phases) -> 1.424 (normal_pairs<2>, a step's two pairs) -> 1.290 (<4>); trunc +-2 std
+// 2.308 -> 2.127 -> 1.88 ns/element.
 template <FillKind kKind>
 INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
                               int64_t prefetch_end, float* out) {
@@ -647,23 +671,32 @@ INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uin
       avx2::philox8(key, same_word1 ? &shared : nullptr, c0, c);
       for (int j = 0; j < 4; ++j) words[l0 / 8][j] = avx2::pack_low_words(c[j][0], c[j][1]);
     }
-    for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
-      const __m256i* w = words[l0 / 8];
-      __m256 x[4];
-      if constexpr (kKind == FillKind::RawWords) {
-        for (int j = 0; j < 4; ++j) x[j] = _mm256_castsi256_ps(w[j]);
-      } else if constexpr (kKind == FillKind::Uniform) {  // sample_uniform
-        for (int j = 0; j < 4; ++j) {
-          const __m256 unit = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w[j], 8)), _mm256_set1_ps(0x1p-24f));
-          const __m256 v = _mm256_add_ps(shift, _mm256_mul_ps(scale, unit));
-          x[j] = _mm256_blendv_ps(lo, v, _mm256_cmp_ps(v, hi, _CMP_LT_OQ));
-        }
-      } else {
-        static_assert(kKind == FillKind::Normal, "Normal: also the rejection kind's first draw");
-        avx2::normal_pair(scale, shift, w[0], w[1], x[0], x[1]);
-        avx2::normal_pair(scale, shift, w[2], w[3], x[2], x[3]);
+    float* const block_out = out + kLanes * 4 * k;
+    if constexpr (kKind == FillKind::Normal) {  // (also the rejection kind's first draw)
+      for (int64_t l0 = 0; l0 < kLanes; l0 += 16) {
+        const __m256i* a = words[l0 / 8];
+        const __m256i* b = words[l0 / 8 + 1];
+        const __m256i first[4] = {a[0], a[2], b[0], b[2]}, second[4] = {a[1], a[3], b[1], b[3]};
+        __m256 even[4], odd[4];
+        avx2::normal_pairs<4>(scale, shift, first, second, even, odd);
+        avx2::store_interleaved(block_out + 4 * l0, even[0], odd[0], even[1], odd[1]);
+        avx2::store_interleaved(block_out + 4 * l0 + 32, even[2], odd[2], even[3], odd[3]);
       }
-      avx2::store_interleaved(out + kLanes * 4 * k + 4 * l0, x[0], x[1], x[2], x[3]);
+    } else {
+      for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
+        const __m256i* w = words[l0 / 8];
+        __m256 x[4];
+        if constexpr (kKind == FillKind::RawWords) {
+          for (int j = 0; j < 4; ++j) x[j] = _mm256_castsi256_ps(w[j]);
+        } else {  // sample_uniform
+          for (int j = 0; j < 4; ++j) {
+            const __m256 unit = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w[j], 8)), _mm256_set1_ps(0x1p-24f));
+            const __m256 v = _mm256_add_ps(shift, _mm256_mul_ps(scale, unit));
+            x[j] = _mm256_blendv_ps(lo, v, _mm256_cmp_ps(v, hi, _CMP_LT_OQ));
+          }
+        }
+        avx2::store_interleaved(block_out + 4 * l0, x[0], x[1], x[2], x[3]);
+      }
     }
   }
 }
