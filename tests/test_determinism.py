@@ -202,10 +202,15 @@ def test_64_bit_indexing(ext):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("low, high", [(0.999, 1.0), (-1.0, 1.0), (1.0, 1.0004), (0.5, 0.5000001), (-3.0, -1.0)])
+@pytest.mark.parametrize(
+    "low, high",
+    [(0.999, 1.0), (-1.0, 1.0), (1.0, 1.0004), (0.5, 0.5000001), (-3.0, -1.0), (0.0, 65504.0), (0.0, 1e-5), (-3e-7, 3e-7)],
+)
 def test_reduced_precision_uniform_is_the_float32_fill_rounded_then_kept_half_open(ext, dtype, low, high):
     # The kernels clamp with one float compare (the smallest float rounding to >= high); the rule it
-    # must equal: round the float32 fill, and store `low` where that reached `high`.
+    # must equal: round the float32 fill, and store `low` where that reached `high`. The last three
+    # ranges reach float16's largest values and its subnormals (its F16C conversion on AVX2 CPUs must
+    # round as c10::Half does).
     seed = torch.tensor(33)
     for shape, view in (((50_000,), lambda t: t), ((300, 170), lambda t: t.t())):
         low_p, full = view(torch.empty(shape, dtype=dtype)), view(torch.empty(shape))
@@ -226,7 +231,9 @@ seed = torch.tensor(0x0123_4567_89AB_CDEF)
 out = []
 for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
     for op, params in [("uniform_fill", (-0.5, 2.0)), ("normal_fill", (0.25, 3.0)),
-                       ("trunc_normal_fill", (0.0, 1.0, -2.0, 2.0)), ("trunc_normal_fill", (0.0, 1.0, -1.3, 1.1))]:
+                       ("trunc_normal_fill", (0.0, 1.0, -2.0, 2.0)), ("trunc_normal_fill", (0.0, 1.0, -1.3, 1.1)),
+                       ("normal_fill", (0.0, 3e4)),  # float16: beyond 65504 to +-inf (F16C and c10::Half)
+                       ("uniform_fill", (0.0, 1e-6))]:  # float16's subnormals
         for offset in (0, 2**33 + 5, 2**34 - 4099):  # (the last: the groups' high word changes inside)
             t = torch.empty(70001, dtype=dtype)
             getattr(torch.ops.initkit, op)(t, *params, seed, 7, offset)

@@ -62,6 +62,11 @@ C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_
 // The level of fill_simd.h's kernels: multiversion.h's cpu_kernels().
 bool cpu_has_avx512f() { return cpu_kernels() == CpuKernels::kAvx512; }
 bool cpu_has_avx2() { return cpu_kernels() >= CpuKernels::kAvx2; }
+// F16C's float16 conversion (every AVX2 CPU has it; a VM may hide it), at the AVX2 kernel level.
+bool cpu_has_f16c() {
+  static const bool f16c = cpu_has_avx2() && __builtin_cpu_supports("f16c");
+  return f16c;
+}
 #endif
 
 C10_ALWAYS_INLINE void philox_lanes(const StreamKey& key, const uint64_t (&group)[kLanes],
@@ -288,6 +293,12 @@ template <typename scalar_t, typename acc_t>
 void store_values(const Sampler<acc_t>& s, acc_t limit, const acc_t* __restrict src, int64_t count, scalar_t* data,
                   int64_t local, StridedCursor* cursor) {
   const acc_t low = s.lo;
+#if defined(__GNUC__) && defined(__x86_64__)
+  if constexpr (std::is_same_v<scalar_t, at::Half>) {
+    if (cursor == nullptr && cpu_has_f16c())
+      return store_half_f16c(src, count, reinterpret_cast<uint16_t*>(data + local), limit, low);
+  }
+#endif
   if (cursor == nullptr) {
     scalar_t* __restrict dst = data + local;
     if (limit == std::numeric_limits<acc_t>::infinity()) {  // the common case: a plain (converting) copy

@@ -550,6 +550,27 @@ INITKIT_AVX2 inline void normal_lanes_avx2(const Sampler<float>& s, const uint32
   }
 }
 
+// store_values' contiguous float16 case (cpu/fill.cpp): 8 floats at a time through F16C's
+// conversion, round to nearest even like c10::Half's (software) one, subnormals and overflow to
+// infinity included (no fill writes NaN); values >= limit as `low` first (half_open_limit).
+__attribute__((target("avx2,f16c"))) inline void store_half_f16c(const float* src, int64_t count, uint16_t* dst,
+                                                                 float limit, float low) {
+  const __m256 vlimit = _mm256_set1_ps(limit), vlow = _mm256_set1_ps(low);
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256 x = _mm256_loadu_ps(src + i);
+    const __m256 kept = _mm256_blendv_ps(vlow, x, _mm256_cmp_ps(x, vlimit, _CMP_LT_OQ));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(kept, _MM_FROUND_TO_NEAREST_INT));
+  }
+  if (i < count) {  // the tail through a full register (no masked 16-bit store in AVX2)
+    alignas(32) float in[8] = {};
+    alignas(16) uint16_t out[8];
+    std::memcpy(in, src + i, sizeof(float) * (count - i));
+    store_half_f16c(in, 8, out, limit, low);
+    std::memcpy(dst + i, out, sizeof(uint16_t) * (count - i));
+  }
+}
+
 // ---- AVX2 Philox: each 32-bit word in a 64-bit lane (vpmuludq reads only the low halves, so the
 // high halves may hold anything and, unlike in the portable loop, are never masked), 8 lanes per
 // step in registers (2 x 4 ymm), the steps independent for out-of-order overlap. Measured against
