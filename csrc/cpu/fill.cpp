@@ -62,7 +62,8 @@ C10_ALWAYS_INLINE void philox_lanes_portable(const StreamKey& key, const uint64_
 // The level of fill_simd.h's kernels: multiversion.h's cpu_kernels().
 bool cpu_has_avx512f() { return cpu_kernels() == CpuKernels::kAvx512; }
 bool cpu_has_avx2() { return cpu_kernels() >= CpuKernels::kAvx2; }
-// F16C's float16 conversion (every AVX2 CPU has it; a VM may hide it), at the AVX2 kernel level.
+// F16C's float16 conversion (every AVX2 CPU has it; a VM may hide it), at the AVX2 kernel level
+// (store_16bit_avx2, for both 16-bit types).
 bool cpu_has_f16c() {
   static const bool f16c = cpu_has_avx2() && __builtin_cpu_supports("f16c");
   return f16c;
@@ -294,9 +295,8 @@ void store_values(const Sampler<acc_t>& s, acc_t limit, const acc_t* __restrict 
                   int64_t local, StridedCursor* cursor) {
   const acc_t low = s.lo;
 #if defined(__GNUC__) && defined(__x86_64__)
-  if constexpr (std::is_same_v<scalar_t, at::Half>) {
-    if (cursor == nullptr && cpu_has_f16c())
-      return store_half_f16c(src, count, reinterpret_cast<uint16_t*>(data + local), limit, low);
+  if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+    if (cursor == nullptr && cpu_has_f16c()) return store_16bit_avx2(src, count, data + local, limit, low);
   }
 #endif
   if (cursor == nullptr) {

@@ -550,24 +550,40 @@ INITKIT_AVX2 inline void normal_lanes_avx2(const Sampler<float>& s, const uint32
   }
 }
 
-// store_values' contiguous float16 case (cpu/fill.cpp): 8 floats at a time through F16C's
-// conversion, round to nearest even like c10::Half's (software) one, subnormals and overflow to
-// infinity included (no fill writes NaN); values >= limit as `low` first (half_open_limit).
-__attribute__((target("avx2,f16c"))) inline void store_half_f16c(const float* src, int64_t count, uint16_t* dst,
-                                                                 float limit, float low) {
+// store_values' contiguous 16-bit cases (cpu/fill.cpp), 8 floats at a time, values >= limit as `low`
+// first (half_open_limit), each rounded to nearest even exactly as c10's conversions (no fill writes
+// NaN): float16 by F16C's vcvtps2ph (subnormals and overflow to infinity included), bfloat16 by
+// c10::BFloat16's integer rounding (bits + 0x7fff + lsb) >> 16.
+#define INITKIT_AVX2_F16C __attribute__((target("avx2,f16c")))
+template <typename scalar_t>
+INITKIT_AVX2_F16C inline __m128i round_to_16bit(__m256 x) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT);
+  } else {
+    static_assert(std::is_same_v<scalar_t, c10::BFloat16>, "float16 or bfloat16");
+    const __m256i b = _mm256_castps_si256(x);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    // packus packs within 128-bit halves: lanes 0-3 and 4-7 of r land in 64-bit parts 0 and 2
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+  }
+}
+
+template <typename scalar_t>
+INITKIT_AVX2_F16C void store_16bit_avx2(const float* src, int64_t count, scalar_t* dst, float limit, float low) {
   const __m256 vlimit = _mm256_set1_ps(limit), vlow = _mm256_set1_ps(low);
   int64_t i = 0;
   for (; i + 8 <= count; i += 8) {
     const __m256 x = _mm256_loadu_ps(src + i);
     const __m256 kept = _mm256_blendv_ps(vlow, x, _mm256_cmp_ps(x, vlimit, _CMP_LT_OQ));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(kept, _MM_FROUND_TO_NEAREST_INT));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), round_to_16bit<scalar_t>(kept));
   }
-  if (i < count) {  // the tail through a full register (no masked 16-bit store in AVX2)
+  if (i < count) {  // the tail through a full register (AVX2 has no masked 16-bit store)
     alignas(32) float in[8] = {};
-    alignas(16) uint16_t out[8];
+    alignas(16) scalar_t out[8];
     std::memcpy(in, src + i, sizeof(float) * (count - i));
-    store_half_f16c(in, 8, out, limit, low);
-    std::memcpy(dst + i, out, sizeof(uint16_t) * (count - i));
+    store_16bit_avx2(in, 8, out, limit, low);
+    std::memcpy(dst + i, out, sizeof(scalar_t) * (count - i));
   }
 }
 
