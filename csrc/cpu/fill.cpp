@@ -363,13 +363,14 @@ void fill_blocks(const FillJob& job, int64_t block_begin, int64_t block_end) {
     const int64_t hi = std::min<int64_t>(chunk_logical + n_blocks * kBlock - job.offset, last);
     const uint64_t g0 = static_cast<uint64_t>(chunk_logical / kPerGroup);
     acc_t* target = values;
-    if constexpr (std::is_same_v<scalar_t, float>) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {  // float and double: whole blocks in place
       if (job.contiguous && hi - lo == n_blocks * kBlock) target = data + lo;
     }
     if constexpr (std::is_same_v<acc_t, double>) {
       generate_block_f64(job.sampler_f64, job.key, g0, target);  // (kChunk is 1)
-      store_values(job.sampler_f64, limit, values + (lo + job.offset - chunk_logical), hi - lo, data, lo,
-                   cursor ? &*cursor : nullptr);
+      if (target == values)
+        store_values(job.sampler_f64, limit, values + (lo + job.offset - chunk_logical), hi - lo, data, lo,
+                     cursor ? &*cursor : nullptr);
     } else {
       generate_blocks_f32(job.sampler_f32, job.key, g0, n_blocks, target);
       if (target == values)
