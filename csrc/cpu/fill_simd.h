@@ -1,10 +1,10 @@
 // The hand-written fill kernels, in one place: AVX-512 for the float32 Philox words, the normal
 // fill and the rejection kind of the truncated normal; AVX2 + FMA for the Philox words, the
 // float32 raw-word, uniform and normal blocks (the rejection kind's first draw), the scan for its
-// out-of-bounds values and the float16 / bfloat16 stores (csrc/cpu/fill.cpp's cpu_kernels picks the level: the widest the CPU has,
-// capped by INITKIT_CPU_KERNELS). The values are those of common/fill_sampler.h bit for bit: the same
-// operations in the same order, with explicit fused multiply-adds exactly where the shared code has
-// fmaf, and IEEE sqrt.
+// out-of-bounds values and the float16 / bfloat16 stores (csrc/cpu/fill.cpp's cpu_kernels picks
+// the level: the widest the CPU has, capped by INITKIT_CPU_KERNELS). The values are those of
+// common/fill_sampler.h bit for bit: the same operations in the same order, with explicit fused
+// multiply-adds exactly where the shared code has fmaf, and IEEE sqrt.
 //
 // The normal blocks keep Philox's words, Box-Muller and the interleave into element order in
 // registers (the generic path stores the words, reloads them, and re-scans the values for the
