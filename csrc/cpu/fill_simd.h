@@ -488,6 +488,17 @@ INITKIT_AVX2_INLINE void store_interleaved(float* out, __m256 v0, __m256 v1, __m
   _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(g26, g37, 0x31));
 }
 
+// The normals of two 8-lane steps (a[j], b[j]: word j of groups g .. g + 7 and g + 8 .. g + 15), their
+// four Box-Muller pairs on normal_pairs<4>, stored in element order: out[0, 64).
+INITKIT_AVX2_INLINE void normal_two_steps(__m256 scale, __m256 shift, const __m256i (&a)[4], const __m256i (&b)[4],
+                                          float* out) {
+  const __m256i first[4] = {a[0], a[2], b[0], b[2]}, second[4] = {a[1], a[3], b[1], b[3]};
+  __m256 even[4], odd[4];
+  normal_pairs<4>(scale, shift, first, second, even, odd);
+  store_interleaved(out, even[0], odd[0], even[1], odd[1]);
+  store_interleaved(out + 32, even[2], odd[2], even[3], odd[3]);
+}
+
 // Byte l of kLeftPack[m] is the position of m's l-th set bit (the rest 0): a vpermd that moves
 // the lanes of mask m to the front.
 constexpr uint64_t left_pack(unsigned m) {
@@ -537,16 +548,13 @@ INITKIT_AVX2 inline int64_t find_outside_avx2(const float* x, int64_t n, float l
 // The normal fill's kLanes blocks from their words (sample_lanes' Normal case), on AVX2 + FMA.
 INITKIT_AVX2 inline void normal_lanes_avx2(const Sampler<float>& s, const uint32_t (&w)[4][kLanes], float* out) {
   const __m256 scale = _mm256_set1_ps(s.scale), shift = _mm256_set1_ps(s.shift);
-  for (int l = 0; l < kLanes; l += 16) {  // the pairs of two 8-lane steps at once, as in blocks_avx2
-    __m256i v[4][2];
-    for (int j = 0; j < 4; ++j)
-      for (int t = 0; t < 2; ++t) v[j][t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + l + 8 * t));
-    const __m256i first[4] = {v[0][0], v[2][0], v[0][1], v[2][1]};
-    const __m256i second[4] = {v[1][0], v[3][0], v[1][1], v[3][1]};
-    __m256 even[4], odd[4];
-    avx2::normal_pairs<4>(scale, shift, first, second, even, odd);
-    avx2::store_interleaved(out + 4 * l, even[0], odd[0], even[1], odd[1]);
-    avx2::store_interleaved(out + 4 * l + 32, even[2], odd[2], even[3], odd[3]);
+  for (int l = 0; l < kLanes; l += 16) {
+    __m256i a[4], b[4];
+    for (int j = 0; j < 4; ++j) {
+      a[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + l));
+      b[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + l + 8));
+    }
+    avx2::normal_two_steps(scale, shift, a, b, out + 4 * l);
   }
 }
 
@@ -710,15 +718,8 @@ INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uin
     }
     float* const block_out = out + kLanes * 4 * k;
     if constexpr (kKind == FillKind::Normal) {  // (also the rejection kind's first draw)
-      for (int64_t l0 = 0; l0 < kLanes; l0 += 16) {
-        const __m256i* a = words[l0 / 8];
-        const __m256i* b = words[l0 / 8 + 1];
-        const __m256i first[4] = {a[0], a[2], b[0], b[2]}, second[4] = {a[1], a[3], b[1], b[3]};
-        __m256 even[4], odd[4];
-        avx2::normal_pairs<4>(scale, shift, first, second, even, odd);
-        avx2::store_interleaved(block_out + 4 * l0, even[0], odd[0], even[1], odd[1]);
-        avx2::store_interleaved(block_out + 4 * l0 + 32, even[2], odd[2], even[3], odd[3]);
-      }
+      for (int64_t l0 = 0; l0 < kLanes; l0 += 16)
+        avx2::normal_two_steps(scale, shift, words[l0 / 8], words[l0 / 8 + 1], block_out + 4 * l0);
     } else {
       for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
         const __m256i* w = words[l0 / 8];
