@@ -233,7 +233,10 @@ for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
     for op, params in [("uniform_fill", (-0.5, 2.0)), ("normal_fill", (0.25, 3.0)),
                        ("trunc_normal_fill", (0.0, 1.0, -2.0, 2.0)), ("trunc_normal_fill", (0.0, 1.0, -1.3, 1.1)),
                        ("normal_fill", (0.0, 3e4)),  # float16: beyond 65504 to +-inf (F16C and c10::Half)
-                       ("uniform_fill", (0.0, 1e-6))]:  # float16's subnormals
+                       ("uniform_fill", (0.0, 1e-6)),  # float16's subnormals
+                       # (AVX2's uniform: the compare kept where rounding reaches `high`, and the scale's
+                       # 2^-24 not folded into it where that would be inexact)
+                       ("uniform_fill", (0.999, 1.0)), ("uniform_fill", (0.0, 1e-31)), ("uniform_fill", (0.0, 1e-38))]:
         for offset in (0, 2**33 + 5, 2**34 - 4099):  # (the last: the groups' high word changes inside)
             t = torch.empty(70001, dtype=dtype)
             getattr(torch.ops.initkit, op)(t, *params, seed, 7, offset)
