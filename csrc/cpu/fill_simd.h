@@ -476,26 +476,32 @@ INITKIT_AVX2_INLINE void normal_pairs(__m256 scale, __m256 shift, const __m256i 
 }
 #undef INITKIT_EACH
 
-// Where 8 groups sit in a register's lanes: kNatural, lane l holds group l; kHalves, the lanes hold
-// groups 0, 1, 4, 5 | 2, 3, 6, 7 (what one vshufps makes of two registers of four 64-bit lanes,
-// which stays within 128-bit halves: pack_low_words_halves).
-enum class LaneOrder { kNatural, kHalves };
+// Where 8 groups sit in a register's lanes: kNatural, lane l holds group l; kEvenOdd, the lanes hold
+// groups 0, 2, 4, 6 | 1, 3, 5, 7 (blocks_avx2 gives its Philox lanes those counters, so that one
+// vshufps packs two registers of 64-bit lanes into that order: pack_low_words_even_odd).
+enum class LaneOrder { kNatural, kEvenOdd };
 
 // Elements 0 .. 31 of 8 groups from the four values of each (v[j] holds value j of every group, in
-// lane order kOrder): a 4x8 transpose within 128-bit halves, then the halves' 16-byte rows stored in
-// element order.
+// lane order kOrder): a 4x8 transpose within 128-bit halves, giving in each register the values of
+// the groups in lanes l | l + 4, stored in element order (in kEvenOdd those are groups 2l, 2l + 1:
+// no lane-crossing shuffle).
 template <LaneOrder kOrder>
 INITKIT_AVX2_INLINE void store_interleaved(float* out, __m256 v0, __m256 v1, __m256 v2, __m256 v3) {
   const __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);  // lanes 0, 1 | 4, 5 and 2, 3 | 6, 7
   const __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
-  // The four values of the groups in lanes 0 | 4, 1 | 5, 2 | 6 and 3 | 7.
   const __m256 r04 = _mm256_shuffle_ps(t0, t2, 0x44), r15 = _mm256_shuffle_ps(t0, t2, 0xee);
   const __m256 r26 = _mm256_shuffle_ps(t1, t3, 0x44), r37 = _mm256_shuffle_ps(t1, t3, 0xee);
-  constexpr bool kHalves = kOrder == LaneOrder::kHalves;  // lanes 4, 5 then hold groups 2, 3
-  _mm256_storeu_ps(out, _mm256_permute2f128_ps(r04, r15, 0x20));
-  _mm256_storeu_ps(out + (kHalves ? 16 : 8), _mm256_permute2f128_ps(r26, r37, 0x20));
-  _mm256_storeu_ps(out + (kHalves ? 8 : 16), _mm256_permute2f128_ps(r04, r15, 0x31));
-  _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(r26, r37, 0x31));
+  if constexpr (kOrder == LaneOrder::kEvenOdd) {
+    _mm256_storeu_ps(out, r04);
+    _mm256_storeu_ps(out + 8, r15);
+    _mm256_storeu_ps(out + 16, r26);
+    _mm256_storeu_ps(out + 24, r37);
+  } else {
+    _mm256_storeu_ps(out, _mm256_permute2f128_ps(r04, r15, 0x20));
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(r26, r37, 0x20));
+    _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(r04, r15, 0x31));
+    _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(r26, r37, 0x31));
+  }
 }
 
 // The normals of two 8-lane steps (a[j], b[j]: word j of groups g .. g + 7 and g + 8 .. g + 15, in lane
@@ -690,16 +696,16 @@ struct UniformValues {
   }
 };
 
-// The low halves of the 64-bit lanes of a (groups 0..3) and b (groups 4..7) as 8 32-bit lanes in
-// LaneOrder::kHalves: one vshufps. (In the natural order, vpermd twice and vperm2i128 cost the block
-// kernels 12% of a raw Philox fill: blocks_avx2.)
-INITKIT_AVX2_INLINE __m256i pack_low_words_halves(__m256i a, __m256i b) {
+// The low halves of the 64-bit lanes of a and b as 8 32-bit lanes a0, a1, b0, b1 | a2, a3, b2, b3: one
+// vshufps. With a holding groups 0, 2, 1, 3 and b groups 4, 6, 5, 7, that is LaneOrder::kEvenOdd.
+INITKIT_AVX2_INLINE __m256i pack_low_words_even_odd(__m256i a, __m256i b) {
   return _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), 0x88));
 }
 
-// The same in the natural order: the halves order with its two middle 64-bit pairs swapped.
+// The same for a holding groups 0..3 and b groups 4..7, in the natural order: the middle 64-bit
+// pairs swapped.
 INITKIT_AVX2_INLINE __m256i pack_low_words(__m256i a, __m256i b) {
-  return _mm256_permute4x64_epi64(pack_low_words_halves(a, b), 0xd8);
+  return _mm256_permute4x64_epi64(pack_low_words_even_odd(a, b), 0xd8);
 }
 
 }  // namespace avx2
@@ -736,10 +742,10 @@ INITKIT_AVX2 inline void philox_lanes_avx2(const StreamKey& key, const uint64_t 
 // chains interleaved (eight: spills). One Zen 3 core, 1 MiB, min of 100 interleaved rounds, two
 // runs of each build: raw Philox 0.903 -> 0.763 ns/word, uniform 1.009 -> 0.884; normal 1.753 ->
 // 1.537 (two phases) -> 1.424 (normal_pairs<2>, a step's two pairs) -> 1.290 (<4>); trunc +-2 std
-// 2.308 -> 2.127 -> 1.88 ns/element. The words are kept in LaneOrder::kHalves (one vshufps per
-// register, where the natural order took three lane-crossing shuffles): raw Philox 0.77-0.79 -> 0.68,
-// uniform 0.86-0.91 -> 0.77-0.79, normal 1.32-1.33 -> 1.22-1.25, trunc +-2 std 1.88-1.93 -> 1.79-1.81
-// ns/element (the same measure, 25 rounds, two runs).
+// 2.308 -> 2.127 -> 1.88 ns/element. The words are kept in LaneOrder::kEvenOdd: one vshufps per
+// register, where the natural order took three lane-crossing shuffles, and no vperm2f128 in the
+// stores. The same measure, 25 rounds, two runs: raw Philox 0.77-0.79 -> 0.67-0.68 ns/word, uniform
+// 0.86-0.91 -> 0.75-0.76, normal 1.32-1.33 -> 1.20-1.21, trunc +-2 std 1.88-1.93 -> 1.77 ns/element.
 template <FillKind kKind>
 INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uint64_t g0, int64_t n_blocks,
                               int64_t prefetch_end, float* out) {
@@ -754,18 +760,18 @@ INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uin
     alignas(32) __m256i words[kLanes / 8][4];
     for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
       __m256i c0[2], c[4][2];
-      for (int h = 0; h < 2; ++h) {
-        c0[h] = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<int64_t>(g + l0 + 4 * h)), _mm256_setr_epi64x(0, 1, 2, 3));
+      for (int h = 0; h < 2; ++h) {  // groups 0, 2, 1, 3 and 4, 6, 5, 7 of the step (LaneOrder::kEvenOdd)
+        c0[h] = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<int64_t>(g + l0 + 4 * h)), _mm256_setr_epi64x(0, 2, 1, 3));
         if (!same_word1) c[1][h] = _mm256_srli_epi64(c0[h], 32);  // word 1: the group's high word
       }
       avx2::philox8(key, same_word1 ? &shared : nullptr, c0, c);
-      for (int j = 0; j < 4; ++j) words[l0 / 8][j] = avx2::pack_low_words_halves(c[j][0], c[j][1]);
+      for (int j = 0; j < 4; ++j) words[l0 / 8][j] = avx2::pack_low_words_even_odd(c[j][0], c[j][1]);
     }
     float* const block_out = out + kLanes * 4 * k;
     if constexpr (kKind == FillKind::Normal) {  // (also the rejection kind's first draw)
       for (int64_t l0 = 0; l0 < kLanes; l0 += 16)
-        avx2::normal_two_steps<avx2::LaneOrder::kHalves>(scale, shift, words[l0 / 8], words[l0 / 8 + 1],
-                                                         block_out + 4 * l0);
+        avx2::normal_two_steps<avx2::LaneOrder::kEvenOdd>(scale, shift, words[l0 / 8], words[l0 / 8 + 1],
+                                                          block_out + 4 * l0);
     } else {
       for (int64_t l0 = 0; l0 < kLanes; l0 += 8) {
         const __m256i* w = words[l0 / 8];
@@ -775,7 +781,7 @@ INITKIT_AVX2 void blocks_avx2(const Sampler<float>& s, const StreamKey& key, uin
         } else {  // sample_uniform
           for (int j = 0; j < 4; ++j) x[j] = uniform.values(w[j]);
         }
-        avx2::store_interleaved<avx2::LaneOrder::kHalves>(block_out + 4 * l0, x[0], x[1], x[2], x[3]);
+        avx2::store_interleaved<avx2::LaneOrder::kEvenOdd>(block_out + 4 * l0, x[0], x[1], x[2], x[3]);
       }
     }
   }
