@@ -6,8 +6,11 @@ device)` then allocates each parameter once and writes it once: every random rec
 `initkit.multi_fill_` (one key; Philox stream i for the i-th parameter in sorted-name order, so the
 same seed gives the same weights whatever the thread count, device or construction order), then
 constants, then the exact torch replays (partial writes such as padding rows, orthogonal_, copies)
-in the order the constructor made them. Everything is written into new tensors first and swapped
-into the model at the end: when anything fails, the model is left as it was.
+in the order the constructor made them. Values a replay reads that no tensor of the model holds any
+more (a parameter before a later full write, a float32 original before a cast, the layer
+`copy.deepcopy` cloned) are computed in scratch tensors; buffers computed from parameters are
+computed with them. Everything is written into new tensors first and swapped into the model at the
+end: when anything fails, the model is left as it was.
 
 Sharded: `fully_shard` / `parallelize_module` after deferred_init replace parameters by DTensors of
 the same names; materialize then allocates each rank's shards and gives exactly the unsharded
@@ -26,21 +29,22 @@ from .apply import Progress, fill_random
 from .apply import initialize as initialize_by_policy
 from .materialize import materialize as materialize_by_policy
 from .patch import RANDOM_KINDS, Fill
-from .recording import Record, Recorder, Ref, Replay, apply_chain
+from .recording import Created, Record, Recorder, Ref, apply_chain, finish, reachable
 
 _STATE = "_initkit_deferred"
 
 
 @dataclass
 class Recipe:
-    name: str  # first name in named_parameters() order (ties share one recipe)
-    param: nn.Parameter  # the parameter the recipe was recorded for
+    name: str  # first name in named_parameters() / named_buffers() order (ties share one recipe)
+    tensor: Tensor  # the parameter or buffer the recipe was recorded for
     record: Record
 
 
 @dataclass
 class DeferredState:
-    recipes: list[Recipe]  # sorted by name: the random recipes' stream order
+    recipes: list[Recipe]  # parameters, sorted by name: the random recipes' stream order
+    buffers: list[Recipe]  # buffers left on the meta device, sorted by name: materialize computes them
     materialized: bool = False
 
 
@@ -48,8 +52,9 @@ def deferred_init(module_fn, *args, **kwargs) -> nn.Module:
     """Build `module_fn(*args, **kwargs)` with its parameters on the meta device, recording how the
     constructor initializes each one; `initkit.materialize(model, device)` then fills them fused.
 
-    Buffers are created on their real device by the constructor. Tied parameters stay tied.
-    Random fills are replayed with initkit's Philox fills (same law, not torch's bit pattern). A
+    Buffers are created on their real device by the constructor; buffers computed from parameters
+    (`torch.ones_like(self.weight)`) stay on meta and materialize computes them. Tied parameters stay
+    tied. Random fills are replayed with initkit's Philox fills (same law, not torch's bit pattern). A
     full-tensor random fill called with `generator=` draws its Philox key from that generator while
     recording (one draw, in call order) and materialize fills that tensor with it, so a seeded
     generator gives the same values as `initkit.normal_(t, ..., generator=g)` / `patch()`
@@ -62,16 +67,46 @@ def deferred_init(module_fn, *args, **kwargs) -> nn.Module:
         model = module_fn(*args, **kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"deferred_init: module_fn must return an nn.Module, got {type(model).__name__}")
-    recipes = []
-    for name, param in model.named_parameters():
-        record = recorder.record_of(param)
-        if record is None:
-            record = Record(param.shape, problem="it was not created while deferred_init recorded")
-        recipes.append(Recipe(name, param, record))
-    recorder.finish([r.record for r in recipes])
+    recipes = [Recipe(name, p, _parameter_record(recorder, name, p)) for name, p in model.named_parameters()]
+    buffers = [Recipe(name, b, _buffer_record(recorder, name, b)) for name, b in model.named_buffers() if b.is_meta]
+    owners: dict[int, str] = {}
+    for recipe in recipes + buffers:
+        owner = owners.setdefault(id(recipe.record), recipe.name)
+        if owner != recipe.name:  # two tensors, one storage: materialize gives each its own
+            recipe.record = Record.like(
+                recipe.tensor,
+                problem=f"it shares its storage with {owner!r} (set through .data or nn.Parameter(other)), which "
+                "deferred_init cannot replay; tie them as modules do (b.weight = a.weight)",
+            )
+    finish([r.record for r in recipes + buffers])
     recipes.sort(key=lambda r: r.name)
-    model.__dict__[_STATE] = DeferredState(recipes)
+    buffers.sort(key=lambda r: r.name)
+    model.__dict__[_STATE] = DeferredState(recipes, buffers)
     return model
+
+
+def _parameter_record(recorder: Recorder, name: str, param: nn.Parameter) -> Record:
+    record = recorder.record_of(param)
+    if record is not None:
+        return record
+    if not param.is_meta:  # made with values, not through nn.Parameter (copy.deepcopy of a real module)
+        return Record.like(param, base=Created(param.detach(), seq=0))
+    return Record.like(
+        param,
+        problem="it was put on the meta device without nn.Parameter or register_parameter while deferred_init "
+        "recorded, so deferred_init does not know its values; build this model under initkit.patch() instead",
+    )
+
+
+def _buffer_record(recorder: Recorder, name: str, buffer: Tensor) -> Record:
+    record = recorder.record_of(buffer)
+    if record is not None:
+        return record
+    return Record.like(
+        buffer,
+        problem="it is on the meta device and is not a tensor deferred_init saw computed during construction, "
+        "so it has no values; create it on a real device, or build this model under initkit.patch()",
+    )
 
 
 def is_deferred(model: nn.Module) -> bool:
@@ -90,6 +125,14 @@ def _state(model: nn.Module, verb: str) -> DeferredState:
     return state
 
 
+def _check_replayable(kind: str, recipe: Recipe, verb: str) -> None:
+    for record in reachable([recipe.record]):
+        problem = record.why_not_replayable()
+        if problem is not None:
+            reads = "" if record is recipe.record else "it reads a tensor that has no values: "
+            raise NotImplementedError(f"{verb}: cannot replay the init of {kind} {recipe.name!r}: {reads}{problem}")
+
+
 def _check(model: nn.Module, state: DeferredState, verb: str) -> dict[str, nn.Parameter]:
     """The model's current parameters by recipe name, after checking every recipe still fits."""
     current = dict(model.named_parameters())
@@ -101,13 +144,11 @@ def _check(model: nn.Module, state: DeferredState, verb: str) -> dict[str, nn.Pa
         param = current.get(recipe.name)
         if param is None:
             raise RuntimeError(f"{verb}: parameter {recipe.name!r} was removed after deferred_init recorded it")
-        problem = recipe.record.why_not_replayable()
-        if problem is not None:
-            raise NotImplementedError(f"{verb}: cannot replay the init of parameter {recipe.name!r}: {problem}")
+        _check_replayable("parameter", recipe, verb)
         if state.materialized:
             if param.is_meta:
                 raise RuntimeError(f"{verb}: parameter {recipe.name!r} was replaced by a meta tensor")
-        elif param is not recipe.param and not _sharded_meta(param):
+        elif param is not recipe.tensor and not _sharded_meta(param):
             raise RuntimeError(f"{verb}: parameter {recipe.name!r} was replaced after deferred_init recorded it")
         if param.shape != recipe.record.shape:
             raise RuntimeError(
@@ -117,87 +158,91 @@ def _check(model: nn.Module, state: DeferredState, verb: str) -> dict[str, nn.Pa
     return current
 
 
+def _meta_buffers(model: nn.Module, state: DeferredState, verb: str) -> list[Recipe]:
+    """The recipes of the buffers now on the meta device, after checking each can be computed."""
+    recorded = {id(r.tensor): r for r in state.buffers}
+    found = []
+    for name, buffer in model.named_buffers():
+        if not buffer.is_meta:
+            continue
+        recipe = recorded.get(id(buffer))
+        if recipe is None:
+            raise RuntimeError(
+                f"{verb}: buffer {name!r} is on the meta device and was put there after deferred_init recorded "
+                "the model, so it has no values"
+            )
+        _check_replayable("buffer", recipe, verb)
+        found.append(recipe)
+    return found
+
+
 def _sharded_meta(param: Tensor) -> bool:
     """A meta DTensor parameter: fully_shard / parallelize_module replaced the recorded one (same name)."""
     return sharded.is_dtensor(param) and param.is_meta
 
 
-def _refs(value) -> list[Ref]:
-    if isinstance(value, Ref):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [ref for v in value for ref in _refs(v)]
-    if isinstance(value, dict):
-        return [ref for v in value.values() for ref in _refs(v)]
-    return []
+def _local(tensor: Tensor) -> Tensor:
+    return tensor.to_local() if sharded.is_dtensor(tensor) else tensor
 
 
-def _scratch_for_replays(state: DeferredState, targets: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Unsharded stand-ins for the DTensor targets that exact torch replays write or read (padding rows,
-    orthogonal_, copies): the replays run on the whole tensor, as unsharded, and each rank then keeps
-    its block. Random fills and constants need none: they fill shards directly."""
-    replays = [r.record.base for r in state.recipes if isinstance(r.record.base, Replay)]
-    replays += [op for r in state.recipes for op in r.record.ops]
-    names = {id(r.record): r.name for r in state.recipes}
-    needed = {r.name for r in state.recipes if isinstance(r.record.base, Replay) or r.record.ops}
-    needed |= {names[id(ref.record)] for replay in replays for ref in _refs((replay.chain, replay.args, replay.kwargs))}
-    return {
-        name: torch.empty(targets[name].shape, dtype=targets[name].dtype, device=targets[name].to_local().device)
-        for name in sorted(needed)
-        if sharded.is_dtensor(targets[name])
-    }
-
-
-def _fill(state: DeferredState, targets: dict[str, Tensor], generator, description: str, keys: bool) -> None:
-    """Write every recipe into `targets` (recipe name -> tensor): fused random fills, constants, replays.
-    `keys`: fills recorded with a `generator=` use the key drawn from it then (else they join the rest)."""
-    scratch = _scratch_for_replays(state, targets)
-    sharded_targets = {name: targets[name] for name in scratch}
-    targets = {**targets, **scratch}
-    by_record = {id(r.record): targets[r.name] for r in state.recipes}
-    random = [r for r in state.recipes if isinstance(r.record.base, Fill) and r.record.base.kind in RANDOM_KINDS]
-    keyed = [r for r in random if keys and r.record.base.key is not None]
-    random = [r for r in random if not (keys and r.record.base.key is not None)]
-    replays: list[tuple[Replay, Tensor]] = []
-    for recipe in state.recipes:
-        base = recipe.record.base
-        if isinstance(base, Replay):
-            replays.append((base, targets[recipe.name]))
-        replays.extend((op, targets[recipe.name]) for op in recipe.record.ops)
-    replays.sort(key=lambda item: item[0].seq)
+def _fill(named: list[tuple[Record, Tensor]], generator, description: str, keys: bool) -> None:
+    """Write each record into its tensor: `named` (parameters by name, then buffers: the random fills'
+    stream order) and scratch tensors for the records they read that no tensor of the model holds
+    (values a parameter had before a later full write, tensors computed during construction): fused
+    random fills, constants, then the exact torch replays in recording order.
+    `keys`: fills recorded with a `generator=` use the key drawn from it then (else they join the rest).
+    Sharded: a DTensor target that exact replays write or read is computed whole in a scratch tensor
+    (as unsharded) and each rank then keeps its block; random fills and constants fill shards directly."""
+    if not named:
+        return
+    device = _local(named[0][1]).device
+    records = reachable([record for record, _ in named])
+    targets = {id(record): tensor for record, tensor in named}
+    for record in records:
+        if id(record) not in targets:
+            targets[id(record)] = torch.empty_strided(record.shape, record.stride, dtype=record.dtype, device=device)
+    replays = sorted(((replay, record) for record in records for replay in record.replays()), key=lambda x: x[0].seq)
+    needed = {id(record) for _, record in replays} | {id(ref.record) for replay, _ in replays for ref in replay.refs()}
+    scratch = {}
+    for record, tensor in named:
+        if id(record) in needed and sharded.is_dtensor(tensor):
+            scratch[id(record)] = (tensor, torch.empty(tensor.shape, dtype=tensor.dtype, device=device))
+            targets[id(record)] = scratch[id(record)][1]
+    order = [(record, targets[id(record)]) for record in records]
+    random = [(r, t) for r, t in order if isinstance(r.base, Fill) and r.base.kind in RANDOM_KINDS]
+    keyed = [(r, t) for r, t in random if keys and r.base.key is not None]
+    random = [(r, t) for r, t in random if not (keys and r.base.key is not None)]
 
     def resolve(value):
         if isinstance(value, Ref):
-            return apply_chain(by_record[id(value.record)], value.chain)
+            return apply_chain(targets[id(value.record)], resolve(value.chain))
         if isinstance(value, (tuple, list)):
             return type(value)(resolve(v) for v in value)
         if isinstance(value, dict):
             return {k: resolve(v) for k, v in value.items()}
         return value
 
-    total = sum(t.numel() for t in targets.values())
+    total = sum(t.numel() for _, t in order)
     with torch.no_grad(), Progress(total, description) as bar:
-        tensors = [targets[r.name] for r in random]
-        fill_random(tensors, [(r.record.base.kind, r.record.base.params) for r in random], generator, bar)
-        for recipe in keyed:  # alone, stream 0: the values of initkit's fill with that generator
-            base = recipe.record.base
-            seed = torch.tensor(base.key, dtype=torch.int64)
-            init.multi_fill_([targets[recipe.name]], [(base.kind, base.params)], seed=seed)
-            bar.update(targets[recipe.name].numel())
-        for recipe in state.recipes:
-            base = recipe.record.base
-            if isinstance(base, Fill) and base.kind == "constant":
-                targets[recipe.name].fill_(base.params[0])
-                bar.update(targets[recipe.name].numel())
-        for replay, root in replays:
-            view = apply_chain(root, resolve(replay.chain))
+        fill_random([t for _, t in random], [(r.base.kind, r.base.params) for r, _ in random], generator, bar)
+        for record, tensor in keyed:  # alone, stream 0: the values of initkit's fill with that generator
+            seed = torch.tensor(record.base.key, dtype=torch.int64)
+            init.multi_fill_([tensor], [(record.base.kind, record.base.params)], seed=seed)
+            bar.update(tensor.numel())
+        for record, tensor in order:
+            if isinstance(record.base, Fill) and record.base.kind == "constant":
+                tensor.fill_(record.base.params[0])
+                bar.update(tensor.numel())
+        for replay, record in replays:
+            view = apply_chain(targets[id(record)], resolve(replay.chain))
             replay.func(view, *resolve(replay.args), **resolve(replay.kwargs))
-        for name, target in sharded_targets.items():
-            sharded.copy_block_(target, scratch[name])
+        for target, whole in scratch.values():
+            sharded.copy_block_(target, whole)
 
 
 def materialize_deferred(model: nn.Module, device="cpu", generator: torch.Generator | None = None) -> nn.Module:
-    """Allocate a deferred model's parameters on `device` and write the recorded init, fused."""
+    """Allocate a deferred model's parameters (and the buffers it computes from them) on `device` and
+    write the recorded init, fused. Nothing in the model changes until every tensor is written."""
     verb = "materialize"
     state = _state(model, verb)
     device = torch.device(device)
@@ -208,34 +253,35 @@ def materialize_deferred(model: nn.Module, device="cpu", generator: torch.Genera
             f"{verb}: the model is already materialized; re-initialize it with "
             "initkit.initialize(model, policy='recorded')"
         )
-    _check(model, state, verb)  # validate before allocating
+    current = _check(model, state, verb)  # validate before allocating
+    buffers = _meta_buffers(model, state, verb)
     fresh = {}
-    current = dict(model.named_parameters())
     for recipe in state.recipes:
         old = current[recipe.name]
-        if old is not recipe.param:  # sharded after recording (_check): the DTensor parameter replaces it
-            recipe.param = old
         if sharded.is_dtensor(old):  # storage for this rank's shard only
             new = nn.Parameter(torch.empty_like(old, device=device), requires_grad=old.requires_grad)
         else:
-            new = type(old)(torch.empty(old.shape, dtype=old.dtype, device=device), requires_grad=old.requires_grad)
+            storage = torch.empty_strided(old.shape, old.stride(), dtype=old.dtype, device=device)
+            new = type(old)(storage, requires_grad=old.requires_grad)
         new.__dict__.update(old.__dict__)
-        fresh[recipe.name] = new
-    _fill(state, fresh, generator, "initkit: materializing", keys=True)
-    # Commit: swap the filled parameters in everywhere (ties by identity), move buffers.
-    by_id = {id(r.param): fresh[r.name] for r in state.recipes}
-    moved: dict[int, Tensor] = {}
+        fresh[id(old)] = new
+    for recipe in buffers:
+        old = recipe.tensor
+        fresh[id(old)] = torch.empty_strided(old.shape, old.stride(), dtype=old.dtype, device=device)
+    named = [(r.record, fresh[id(current[r.name])]) for r in state.recipes]
+    _fill(named + [(r.record, fresh[id(r.tensor)]) for r in buffers], generator, "initkit: materializing", keys=True)
+    for buffer in model.buffers():  # real buffers: moved before anything changes, so a failure changes nothing
+        if id(buffer) not in fresh and buffer.device != device:
+            fresh[id(buffer)] = buffer.to(device)
+    # Commit: swap the new tensors in everywhere (ties by identity).
     for module in model.modules():
-        for key, param in module._parameters.items():
-            if param is not None and id(param) in by_id:
-                module._parameters[key] = by_id[id(param)]
-        for key, buffer in module._buffers.items():
-            if buffer is not None and buffer.device != device:
-                if id(buffer) not in moved:
-                    moved[id(buffer)] = buffer.to(device)
-                module._buffers[key] = moved[id(buffer)]
+        for tensors in (module._parameters, module._buffers):
+            for key, tensor in tensors.items():
+                if tensor is not None and id(tensor) in fresh:
+                    tensors[key] = fresh[id(tensor)]
     for recipe in state.recipes:
-        recipe.param = fresh[recipe.name]
+        recipe.tensor = fresh[id(current[recipe.name])]
+    state.buffers = []  # computed: they are the model's buffers now
     state.materialized = True
     return model
 
@@ -247,7 +293,7 @@ def reinitialize(model: nn.Module, generator: torch.Generator | None = None) -> 
     if not state.materialized:
         raise RuntimeError(f"{verb}: the model is still on the meta device; call initkit.materialize(model) first")
     current = _check(model, state, verb)
-    _fill(state, {r.name: current[r.name] for r in state.recipes}, generator, "initkit: initializing", keys=False)
+    _fill([(r.record, current[r.name]) for r in state.recipes], generator, "initkit: initializing", keys=False)
     return model
 
 
