@@ -215,3 +215,12 @@ def test_buffer_without_values_fails_before_any_change():
     initkit.materialize(model)
     assert not _all_meta(model) and torch.equal(model.table, torch.zeros(3))
 
+
+# ---- lazy modules --------------------------------------------------------------------------------
+
+
+def test_lazy_module_is_refused_clearly():
+    new = nn.Parameter.__dict__["__new__"]
+    with pytest.raises(NotImplementedError, match="'weight'.*lazy.*initkit.patch"):
+        initkit.deferred_init(nn.LazyLinear, 4)
+    assert nn.Parameter.__dict__["__new__"] is new  # recording hooks removed

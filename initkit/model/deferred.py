@@ -85,7 +85,17 @@ def deferred_init(module_fn, *args, **kwargs) -> nn.Module:
     return model
 
 
+def _refuse_lazy(kind: str, name: str, tensor: Tensor) -> None:
+    if nn.parameter.is_lazy(tensor):
+        raise NotImplementedError(
+            f"deferred_init: {kind} {name!r} belongs to a lazy module (its shape is known only after the first "
+            "forward), so its init cannot be recorded; run the model once on an example input (or use the "
+            "non-lazy module) before recording, or build it under initkit.patch()"
+        )
+
+
 def _parameter_record(recorder: Recorder, name: str, param: nn.Parameter) -> Record:
+    _refuse_lazy("parameter", name, param)
     record = recorder.record_of(param)
     if record is not None:
         return record
@@ -99,6 +109,7 @@ def _parameter_record(recorder: Recorder, name: str, param: nn.Parameter) -> Rec
 
 
 def _buffer_record(recorder: Recorder, name: str, buffer: Tensor) -> Record:
+    _refuse_lazy("buffer", name, buffer)
     record = recorder.record_of(buffer)
     if record is not None:
         return record
