@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .policy import check_module, init_plan
+from .snapshot import restoring
 from .table import format_columns
 
 
@@ -203,10 +204,9 @@ def summary(
             leaf = not list(module.children())
             handles.append(module.register_forward_pre_hook(pre_hook(name)))
             handles.append(module.register_forward_hook(post_hook(name, leaf)))
-        training = {module: module.training for _, module in named}
-        model.eval()  # a summary must not update BatchNorm statistics
         try:
-            with torch.no_grad(), counter:
+            with restoring(modules=model.modules(), always=True), torch.no_grad(), counter:
+                model.eval()  # a summary must not update BatchNorm statistics
                 model(*args, **kwargs)
         except Exception as error:
             shapes = [list(a.shape) for a in args if isinstance(a, Tensor)]
@@ -214,8 +214,6 @@ def summary(
         finally:
             for handle in handles:
                 handle.remove()
-            for module, mode in training.items():
-                module.training = mode
 
     plan_std = {row.name: row.std for row in init_plan(model, policy)}
     layers = []
