@@ -122,6 +122,11 @@ def _make_inputs(model, input_size, input_data, dtypes, device):
         make = torch.randn if dtype.is_floating_point else torch.zeros
         try:
             inputs.append(make(size, dtype=dtype, device=device))
+        except NotImplementedError as error:  # no random kernel for the dtype (float8): not a size problem
+            first_line = str(error).strip().splitlines()[0]
+            raise NotImplementedError(
+                f"summary: cannot draw random inputs of {dtype} ({first_line}); pass input_data instead"
+            ) from error
         except RuntimeError as error:  # allocation failure, or a size whose byte count overflows
             gigabytes = math.prod(size) * dtype.itemsize / 1e9
             first_line = str(error).strip().splitlines()[0]
