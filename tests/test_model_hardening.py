@@ -207,3 +207,33 @@ def test_initialize_refuses_a_model_on_meta(backend):
     with pytest.raises(RuntimeError, match=r"\['0.weight', '0.bias'\] are on the meta device.*initkit.materialize"):
         initkit.initialize(model)
     assert all(p.is_meta for p in model.parameters())
+
+
+def test_recorded_reinit_that_fails_in_a_replay_leaves_the_model_as_it_was(backend):
+    class WithOrthogonal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+            self.w = nn.Parameter(torch.empty(8, 8))
+            nn.init.orthogonal_(self.w)  # replayed with torch after the fused fills
+
+    model = initkit.materialize(initkit.deferred_init(WithOrthogonal)).to(torch.bfloat16)
+    before = _state(model)
+    with pytest.raises(NotImplementedError, match="geqrf"):  # torch has no bfloat16 QR on the CPU
+        initkit.initialize(model, policy="recorded")
+    _assert_same_state(model, before)
+
+
+def test_recorded_reinit_checks_constants_before_any_write(backend):
+    class BigConstant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+            self.c = nn.Parameter(torch.empty(4))
+            nn.init.constant_(self.c, 1e6)
+
+    model = initkit.materialize(initkit.deferred_init(BigConstant)).half()
+    before = _state(model)
+    with pytest.raises(RuntimeError, match="overflow"):
+        initkit.initialize(model, policy="recorded")
+    _assert_same_state(model, before)

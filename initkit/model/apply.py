@@ -45,15 +45,14 @@ def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | No
 
 def _check_writes(model: nn.Module, plan: InitPlan, params: dict[str, Tensor]) -> None:
     """Raise, before anything is written, the errors the writes after the random fills would
-    raise: fill_'s overflow check for a constant (probed on as many elements as the parameter
-    has, up to 2: fill_ checks only tensors of more than one), a dtype or device without QR for
-    an orthogonal fill (a 2x2 probe with its own generator), a padding_idx set after
+    raise: fill_'s overflow check for a constant (check_constant), a dtype or device without QR
+    for an orthogonal fill (a 2x2 probe with its own generator), a padding_idx set after
     construction outside the table (torch's IndexError)."""
     for row in plan:
         param = params[row.name]
         try:
             if row.kind == "constant":
-                torch.empty(min(param.numel(), 2), dtype=param.dtype).fill_(row.params[0])
+                check_constant(param, row.params[0])
             elif row.kind == "orthogonal":
                 probe = torch.empty(2, 2, dtype=param.dtype, device=param.device)
                 init.orthogonal_(probe, generator=torch.Generator(param.device))
@@ -68,6 +67,12 @@ def _check_writes(model: nn.Module, plan: InitPlan, params: dict[str, Tensor]) -
                     f"{name or type(module).__name__}.padding_idx {module.padding_idx} is out of bounds "
                     f"for {rows} embeddings"
                 )
+
+
+def check_constant(tensor: Tensor, value: float) -> None:
+    """Raise what tensor.fill_(value) would (RuntimeError when `value` overflows the dtype), on a
+    probe of the dtype: fill_ checks only tensors of more than one element, so as many, up to 2."""
+    torch.empty(min(tensor.numel(), 2), dtype=tensor.dtype).fill_(value)
 
 
 def _run_resets(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, bar: "Progress") -> None:

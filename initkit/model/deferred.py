@@ -22,11 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import init, sharded
-from .apply import Progress, fill_random
+from .apply import Progress, check_constant, fill_random
 from .apply import initialize as initialize_by_policy
 from .materialize import materialize as materialize_by_policy
 from .patch import RANDOM_KINDS, Fill
 from .recording import Record, Recorder, Ref, Replay, apply_chain
+from .snapshot import restoring
 
 _STATE = "_initkit_deferred"
 
@@ -247,7 +248,15 @@ def reinitialize(model: nn.Module, generator: torch.Generator | None = None) -> 
     if not state.materialized:
         raise RuntimeError(f"{verb}: the model is still on the meta device; call initkit.materialize(model) first")
     current = _check(model, state, verb)
-    _fill(state, {r.name: current[r.name] for r in state.recipes}, generator, "initkit: initializing", keys=False)
+    targets = {r.name: current[r.name] for r in state.recipes}
+    for recipe in state.recipes:  # a constant that overflows a dtype the model was cast to: raise before writing
+        if isinstance(recipe.record.base, Fill) and recipe.record.base.kind == "constant":
+            check_constant(targets[recipe.name], recipe.record.base.params[0])
+    # torch's replays (orthogonal_, copies, partial writes) run after the fused fills and can raise
+    # (orthogonal_ of a model cast to bfloat16): keep a copy to restore then (only then: it costs a model's copy)
+    replays = any(isinstance(r.record.base, Replay) or r.record.ops for r in state.recipes)
+    with restoring(targets.values() if replays else ()):
+        _fill(state, targets, generator, "initkit: initializing", keys=False)
     return model
 
 
