@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.set_defaults(handler=run_diagnose)
 
     bench = add_parser("bench", help="compare initkit's fills and fused layers with torch and the floors")
-    bench.add_argument("--budget", type=float, default=0.9, help="seconds of timing per fill comparison")
+    bench.add_argument("--budget", type=_positive_seconds, default=0.9, help="seconds of timing per fill comparison")
     bench.add_argument("--markdown", action="store_true", help="print the README's table format")
     bench.add_argument("--quick", action="store_true", help="fewer Linear+ReLU shapes")
     bench.add_argument(
@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0 (a negative budget never ends a timing loop)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
+
+
 def _load_factory(target: str):
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
@@ -75,7 +86,7 @@ def _load_factory(target: str):
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001  (whatever importing the user's module raises)
+    except (Exception, SystemExit) as error:  # noqa: BLE001  (whatever importing the user's module raises)
         raise CommandError(f"cannot import {module_name}: {_describe(error)}") from error
     try:
         factory = getattr(module, attribute)
@@ -87,7 +98,7 @@ def _load_factory(target: str):
         return factory
     try:
         model = factory()
-    except Exception as error:  # noqa: BLE001  (whatever the user's factory raises)
+    except (Exception, SystemExit) as error:  # noqa: BLE001  (whatever the user's factory raises)
         raise CommandError(f"{target}() raised {_describe(error)}") from error
     if not isinstance(model, nn.Module):
         raise CommandError(f"{target} gave a {type(model).__name__}, not an nn.Module")
@@ -195,6 +206,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def _describe(error: BaseException) -> str:
     """One line: the exception's type (unless the message is the command line's own) and the
     first line of its message."""
+    if isinstance(error, SystemExit):  # the user's code called sys.exit() (or argparse did): say so
+        return f"SystemExit: it exited with status {error.code!r}"
     lines = str(error).strip().splitlines()
     message = lines[0] if lines else ""
     return message if isinstance(error, CommandError) else f"{type(error).__name__}: {message}"

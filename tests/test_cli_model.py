@@ -19,9 +19,13 @@ not_a_model = 3
 
 def broken():
     raise RuntimeError("boom: the factory failed\\nsecond line")
+
+def exits():
+    raise SystemExit(3)
 """
 
 SYNTAX_ERROR_MODULE = "def build(:\n    pass\n"
+EXIT_AT_IMPORT_MODULE = "import sys\nsys.exit('bye')\n"
 
 
 def _run(argv):
@@ -32,6 +36,7 @@ def _run(argv):
 def factory_dir(tmp_path, monkeypatch):
     (tmp_path / "cli_models.py").write_text(FACTORY_MODULE)
     (tmp_path / "cli_bad_syntax.py").write_text(SYNTAX_ERROR_MODULE)
+    (tmp_path / "cli_exits.py").write_text(EXIT_AT_IMPORT_MODULE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
@@ -106,6 +111,10 @@ def _one_error_line(capsys) -> str:
     [
         (["summary", "cli_models:broken"], "initkit summary: cli_models:broken() raised RuntimeError: boom: the factory failed"),
         (["summary", "cli_bad_syntax:build"], "initkit summary: cannot import cli_bad_syntax: SyntaxError: "),
+        (["summary", "cli_exits:build"], "initkit summary: cannot import cli_exits: SystemExit: it exited with status 'bye'"),
+        (["summary", "cli_models:exits"], "initkit summary: cli_models:exits() raised SystemExit: it exited with status 3"),
+        (["summary", "cli_models:build", "--input-size", "2", "4", "--dtype", "float8_e4m3fn"],
+         "NotImplementedError: summary: cannot draw random inputs of torch.float8_e4m3fn"),
         (["summary", "cli_models:build", "--input-size", "99999999999", "4"],
          "initkit summary: RuntimeError: summary: cannot allocate an input of shape [99999999999, 4]"),
         (["summary", "cli_models:build", "--input-size", "2", "7"], "summary: the forward pass failed"),
@@ -144,3 +153,11 @@ def test_python_dash_m_initkit_error_is_one_line(factory_dir):
     ], result.stderr
     result = subprocess.run(command, capture_output=True, text=True, env={**env, "INITKIT_DEBUG": "1"}, timeout=300)
     assert result.returncode == 1 and "Traceback" in result.stderr and "boom" in result.stderr
+
+
+@pytest.mark.parametrize("budget", ["-1", "0", "nan", "inf", "soon"])
+def test_bench_budget_must_be_a_positive_number_of_seconds(capsys, budget):
+    with pytest.raises(SystemExit) as info:  # argparse's usage error, before any timing
+        _run(["bench", "--budget", budget])
+    assert info.value.code == 2
+    assert "argument --budget: expected a" in capsys.readouterr().err

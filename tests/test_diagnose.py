@@ -174,5 +174,91 @@ def test_bad_input():
         initkit.diagnose_depth(depth=0)
     with pytest.raises(ValueError, match="max_iter"):
         initkit.lsuv_(nn.Linear(2, 2), torch.zeros(2, 2), max_iter=0)
+    with pytest.raises(ValueError, match="max_iter"):
+        initkit.lsuv_(nn.Linear(2, 2), torch.zeros(2, 2), max_iter=True)  # a bool is not a count
     with pytest.raises(RuntimeError):
         initkit.lsuv_(nn.Linear(2, 2), torch.zeros(2, 3))  # the batch does not fit the model
+
+
+def _state(model):
+    """Every parameter's and buffer's value and every module's training flag."""
+    values = {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    return values, [m.training for m in model.modules()]
+
+
+def _assert_same_state(model, before):
+    values, flags = _state(model)
+    assert flags == before[1]
+    assert values.keys() == before[0].keys()
+    for name, value in values.items():
+        assert torch.equal(value, before[0][name]), name
+
+
+class _ZeroAfterFirst(nn.Module):
+    """The second layer's input is all zeros: its output variance is 0 with its bias zeroed."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.norm, self.b = nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.b(self.norm(self.a(x)) * 0)
+
+
+@pytest.mark.parametrize(
+    "batch, error, message",
+    [
+        (torch.randn(16, 5), RuntimeError, "cannot be multiplied"),  # the batch does not fit the model
+        (torch.randn(16, 8), ValueError, "output variance of Linear is 0.0"),
+        (torch.full((16, 8), float("nan")), ValueError, "output variance of Linear is nan"),
+        ([torch.randn(16, 8)], TypeError, "batch must be a tensor or a tuple of tensors"),
+    ],
+)
+def test_lsuv_failure_leaves_the_model_as_it_was(backend, batch, error, message):
+    torch.manual_seed(0)
+    model = _ZeroAfterFirst()
+    model(torch.randn(16, 8) + 3)  # running statistics away from their reset values
+    before = _state(model)
+    with pytest.raises(error, match=message):
+        initkit.lsuv_(model, batch)
+    _assert_same_state(model, before)
+
+
+@pytest.mark.parametrize("how", ["parametrizations", "hooks"])
+def test_lsuv_refuses_a_computed_weight_before_any_change(backend, how):
+    if how == "parametrizations":
+        layer = nn.utils.parametrizations.weight_norm(nn.Linear(32, 32))
+    else:
+        with pytest.warns(FutureWarning):  # torch.nn.utils.weight_norm is deprecated, still used
+            layer = nn.utils.weight_norm(nn.Linear(32, 32))
+    model = nn.Sequential(layer, nn.Tanh(), nn.Linear(32, 32))
+    before = _state(model)
+    with pytest.raises(NotImplementedError, match="weight of layer '0' .* is computed from other tensors"):
+        initkit.lsuv_(model, torch.randn(128, 32) * 10)
+    _assert_same_state(model, before)
+
+
+def test_diagnose_with_loss_fn_takes_outputs_that_are_not_tensors(backend):
+    class DictOut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return {"out": self.l(x)}
+
+    model = DictOut()
+    diagnosis = initkit.diagnose(model, torch.randn(4, 3), loss_fn=lambda output: output["out"].sum())
+    assert [layer.name for layer in diagnosis.layers] == ["l"] and diagnosis.layers[0].grad_std is not None
+    assert model.l.weight.grad is not None
+    with pytest.raises(TypeError, match="pass loss_fn"):
+        initkit.diagnose(model, torch.randn(4, 3))
+    with pytest.raises(TypeError, match="loss_fn must return a tensor, got float"):
+        initkit.diagnose(model, torch.randn(4, 3), loss_fn=lambda output: 1.0)
+
+
+def test_diagnose_leaves_buffers_as_they_were(backend):
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))  # train mode: the forward updates running stats
+    before = _state(model)
+    initkit.diagnose(model, torch.randn(32, 8) + 5)
+    _assert_same_state(model, before)

@@ -356,6 +356,26 @@ def test_plan_of_an_unchanged_model_reuses_its_trace(backend, monkeypatch):
     assert initkit.init_plan(other) == first and len(traces) == 2
 
 
+class _ReluNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return F.relu(self.a(x))
+
+
+def test_an_instance_forward_is_not_read_from_the_class_graph(backend):
+    model = _ReluNet()
+    model.forward = lambda x: torch.tanh(model.a(x))  # fx would trace _ReluNet.forward (relu)
+    row = initkit.init_plan(model).row("a.weight")
+    assert row.scheme == "xavier_uniform" and "module order" in row.reason and "relu" not in row.reason
+    outer = nn.Sequential(_ReluNet())
+    outer[0].forward = lambda x: torch.tanh(outer[0].a(x))  # a submodule's own forward: fx follows it
+    row = initkit.init_plan(outer).row("0.a.weight")
+    assert row.gain == pytest.approx(5.0 / 3) and "tanh (fx)" in row.reason
+
+
 def test_plan_follows_every_change_of_the_model(backend, monkeypatch):
     traces = _count_traces(monkeypatch)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))

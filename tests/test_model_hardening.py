@@ -146,3 +146,94 @@ def test_materialize_keeps_existing_parameter_objects_and_attributes(backend):
     meta.weight.no_decay = True
     initkit.materialize(meta)
     assert meta.weight.no_decay is True and not meta.weight.is_meta
+
+
+def _state(model):
+    """Every parameter's and buffer's value, by name."""
+    return {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
+
+
+def _assert_same_state(model, before):
+    after = _state(model)
+    assert after.keys() == before.keys()
+    for name in before:
+        assert torch.equal(after[name], before[name]), name
+
+
+def _embedding_padding_set_after_construction():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Embedding(5, 8))
+    model[1].padding_idx = 9  # torch checks it only in the constructor
+    return model
+
+
+@pytest.mark.parametrize(
+    "make, policy, error, message",
+    [
+        (lambda: nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)).half(), {"1.weight": ("constant", {"val": 1e6})},
+         RuntimeError, "'1.weight' of dtype torch.float16.*overflow"),
+        (lambda: nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)).to(torch.bfloat16), {"1.weight": "orthogonal"},
+         NotImplementedError, "'1.weight' of dtype torch.bfloat16.*geqrf"),  # torch has no bfloat16 QR on the CPU
+        (_embedding_padding_set_after_construction, "auto", IndexError, "1.padding_idx 9 is out of bounds for 5"),
+    ],
+)  # fmt: skip
+def test_writes_after_the_random_fills_are_checked_before_any_write(backend, make, policy, error, message):
+    model = make()
+    before = _state(model)
+    with pytest.raises(error, match=message):
+        initkit.initialize(model, policy)
+    _assert_same_state(model, before)
+
+
+def test_failing_reset_parameters_restores_the_buffers_it_reset(backend):
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4, 4))
+
+        def reset_parameters(self):
+            raise RuntimeError("user code failed")
+
+    model = nn.Sequential(nn.BatchNorm1d(4), Broken())
+    model[0](torch.randn(8, 4) * 3 + 2)  # running statistics and num_batches_tracked away from their reset values
+    before = _state(model)
+    with pytest.raises(RuntimeError, match="user code failed"):
+        initkit.initialize(model, "torch_default")  # BatchNorm1d.reset_parameters() ran first
+    _assert_same_state(model, before)
+
+
+def test_initialize_refuses_a_model_on_meta(backend):
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(RuntimeError, match=r"\['0.weight', '0.bias'\] are on the meta device.*initkit.materialize"):
+        initkit.initialize(model)
+    assert all(p.is_meta for p in model.parameters())
+
+
+def test_recorded_reinit_that_fails_in_a_replay_leaves_the_model_as_it_was(backend):
+    class WithOrthogonal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+            self.w = nn.Parameter(torch.empty(8, 8))
+            nn.init.orthogonal_(self.w)  # replayed with torch after the fused fills
+
+    model = initkit.materialize(initkit.deferred_init(WithOrthogonal)).to(torch.bfloat16)
+    before = _state(model)
+    with pytest.raises(NotImplementedError, match="geqrf"):  # torch has no bfloat16 QR on the CPU
+        initkit.initialize(model, policy="recorded")
+    _assert_same_state(model, before)
+
+
+def test_recorded_reinit_checks_constants_before_any_write(backend):
+    class BigConstant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+            self.c = nn.Parameter(torch.empty(4))
+            nn.init.constant_(self.c, 1e6)
+
+    model = initkit.materialize(initkit.deferred_init(BigConstant)).half()
+    before = _state(model)
+    with pytest.raises(RuntimeError, match="overflow"):
+        initkit.initialize(model, policy="recorded")
+    _assert_same_state(model, before)

@@ -85,6 +85,10 @@ def _call_name(node: torch.fx.Node) -> str:
 
 
 def _followers_from_fx(model: nn.Module) -> dict[str, Follower] | None:
+    if "forward" in model.__dict__:
+        # fx traces the class's forward of the model it is given (a submodule's own forward is
+        # followed): that graph would describe another forward than the one that runs
+        return None
     try:
         graph = _LayerTracer().trace(model)
     except Exception:  # any Python the tracer cannot follow (data-dependent control flow, ...)

@@ -12,6 +12,7 @@ from .._ext.backend import handles
 from ..schemes import RANDOM_KINDS
 from .activations import EMBEDDINGS
 from .policy import InitPlan, check_module, init_plan, reset_method
+from .snapshot import restoring
 
 # Initializing more parameters than this shows a progress bar when stderr is a terminal.
 PROGRESS_MIN_PARAMS = 1_000_000_000
@@ -20,10 +21,12 @@ _PROGRESS_CHUNK_ELEMENTS = 64 * 1024 * 1024
 
 
 def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, description: str) -> None:
-    """Fill `model` as `plan` says. Every check was made when the plan was built, so initkit's own
-    fills cannot fail halfway; the modules' reset_parameters() ("torch_default") run first, as
-    they are the model's own code: if one raises, the parameters they touched are restored."""
+    """Fill `model` as `plan` says. Every check is made before the first write (when the plan was
+    built, and _check_writes), so initkit's own fills cannot fail halfway; the modules'
+    reset_parameters() ("torch_default") run first, as they are the model's own code: if one
+    raises, the parameters and buffers of the modules they reset are restored."""
     params = dict(model.named_parameters())
+    _check_writes(model, plan, params)
     random_rows = [row for row in plan if row.kind in RANDOM_KINDS]
     tensors = [params[row.name] for row in random_rows]
     fills = [(row.kind, row.params) for row in random_rows]
@@ -40,23 +43,51 @@ def apply_plan(model: nn.Module, plan: InitPlan, generator: torch.Generator | No
                 sharded.fill_row_(module.weight, module.padding_idx, 0.0)  # as torch's Embedding(Bag)
 
 
+def _check_writes(model: nn.Module, plan: InitPlan, params: dict[str, Tensor]) -> None:
+    """Raise, before anything is written, the errors the writes after the random fills would
+    raise: fill_'s overflow check for a constant (check_constant), a dtype or device without QR
+    for an orthogonal fill (a 2x2 probe with its own generator), a padding_idx set after
+    construction outside the table (torch's IndexError)."""
+    for row in plan:
+        param = params[row.name]
+        try:
+            if row.kind == "constant":
+                check_constant(param, row.params[0])
+            elif row.kind == "orthogonal":
+                probe = torch.empty(2, 2, dtype=param.dtype, device=param.device)
+                init.orthogonal_(probe, generator=torch.Generator(param.device))
+        except RuntimeError as error:  # NotImplementedError too (no QR kernel for the dtype)
+            detail = f"parameter {row.name!r} of dtype {param.dtype} on {param.device}"
+            raise type(error)(f"cannot apply {row.scheme!r} to {detail}: {error}") from None
+    for name, module in model.named_modules():
+        if isinstance(module, EMBEDDINGS) and module.padding_idx is not None:
+            rows = module.weight.shape[0]
+            if not -rows <= module.padding_idx < rows:
+                raise IndexError(
+                    f"{name or type(module).__name__}.padding_idx {module.padding_idx} is out of bounds "
+                    f"for {rows} embeddings"
+                )
+
+
+def check_constant(tensor: Tensor, value: float) -> None:
+    """Raise what tensor.fill_(value) would (RuntimeError when `value` overflows the dtype), on a
+    probe of the dtype: fill_ checks only tensors of more than one element, so as many, up to 2."""
+    torch.empty(min(tensor.numel(), 2), dtype=tensor.dtype).fill_(value)
+
+
 def _run_resets(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, bar: "Progress") -> None:
     """Run reset_parameters() of every module a "torch_default" row names, each under torch's RNG
-    seeded from `generator` when one is given. A failure restores what the resets wrote (a copy
-    of those parameters is kept until all are done)."""
+    seeded from `generator` when one is given. A failure restores the parameters and buffers
+    (BatchNorm's running statistics) of those modules (a copy is kept until all are done)."""
     owners = {row.name.rpartition(".")[0] for row in plan if row.scheme == "torch_default"}
     modules = [module for name, module in model.named_modules() if name in owners]
     if not modules:
         return
-    saved = [(p, p.detach().clone()) for module in modules for p in module.parameters(recurse=False)]
-    try:
+    state = [t for module in modules for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))]
+    with restoring(state):
         for module in modules:
             _reset_with_generator(module, generator)
             bar.update(sum(p.numel() for p in module.parameters(recurse=False)))
-    except BaseException:
-        for param, value in saved:
-            param.copy_(value)
-        raise
 
 
 def _reset_with_generator(module: nn.Module, generator: torch.Generator | None) -> None:
@@ -153,6 +184,12 @@ def initialize(model: nn.Module, policy="auto", generator: torch.Generator | Non
     initkit.orthogonal_ per tensor, "torch_default" calls each module's reset_parameters().
     """
     check_module(model)
+    meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if meta:  # a fill of a meta tensor writes nothing: it would return a plan and leave no values
+        raise RuntimeError(
+            f"initialize: parameters {meta[:3]}{' ...' if len(meta) > 3 else ''} are on the meta device "
+            "(no storage to fill); allocate and initialize them with initkit.materialize(model, device=...)"
+        )
     plan = init_plan(model, policy)
     apply_plan(model, plan, generator, "initkit: initializing")
     return plan

@@ -25,11 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import init, sharded
-from .apply import Progress, fill_random
+from .apply import Progress, check_constant, fill_random
 from .apply import initialize as initialize_by_policy
 from .materialize import materialize as materialize_by_policy
 from .patch import RANDOM_KINDS, Fill
 from .recording import Created, Record, Recorder, Ref, apply_chain, finish, reachable
+from .snapshot import restoring
 
 _STATE = "_initkit_deferred"
 
@@ -46,6 +47,7 @@ class DeferredState:
     recipes: list[Recipe]  # parameters, sorted by name: the random recipes' stream order
     buffers: list[Recipe]  # buffers left on the meta device, sorted by name: materialize computes them
     materialized: bool = False
+    device: torch.device | None = None  # where materialize put the model
 
 
 def deferred_init(module_fn, *args, **kwargs) -> nn.Module:
@@ -294,6 +296,7 @@ def materialize_deferred(model: nn.Module, device="cpu", generator: torch.Genera
         recipe.tensor = fresh[id(current[recipe.name])]
     state.buffers = []  # computed: they are the model's buffers now
     state.materialized = True
+    state.device = state.recipes[0].tensor.device if state.recipes else device  # (with its index)
     return model
 
 
@@ -304,7 +307,17 @@ def reinitialize(model: nn.Module, generator: torch.Generator | None = None) -> 
     if not state.materialized:
         raise RuntimeError(f"{verb}: the model is still on the meta device; call initkit.materialize(model) first")
     current = _check(model, state, verb)
-    _fill([(r.record, current[r.name]) for r in state.recipes], generator, "initkit: initializing", keys=False)
+    named = [(r.record, current[r.name]) for r in state.recipes]
+    for record, tensor in named:  # a constant that overflows a dtype the model was cast to: raise before writing
+        if isinstance(record.base, Fill) and record.base.kind == "constant":
+            check_constant(tensor, record.base.params[0])
+    # torch's replays (orthogonal_, copies, partial writes) run after the fused fills. They ran once on
+    # these dtypes and this device at materialize; after a cast or a move they can raise (orthogonal_
+    # in bfloat16): then the parameters are copied first and restored on failure (a model's copy).
+    moved = any(t.dtype != r.dtype or t.device != state.device for r, t in named)
+    replays = any(r.replays() for r in reachable([r for r, _ in named]))
+    with restoring([t for _, t in named] if moved and replays else ()):
+        _fill(named, generator, "initkit: initializing", keys=False)
     return model
 
 

@@ -13,6 +13,7 @@ from .. import init
 from .activations import WEIGHT_LAYERS
 from .apply import initialize
 from .policy import check_module
+from .snapshot import restoring
 from .table import format_columns
 
 # A layer's activation (or gradient) std this many times smaller / larger than the signal it
@@ -115,7 +116,10 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
     a layer whose activation std is under VANISHING_RATIO (over EXPLODING_RATIO) times the input's,
     or whose gradient std is that far from the gradient at the model output. The loss is
     loss_fn(output), by default sum(output * r) with a fixed standard-normal r, so the output
-    gradient has std 1. Parameter gradients are left in .grad as after any backward.
+    gradient has std 1; for an output that is not a tensor (a dict, a tuple) pass loss_fn, and
+    gradients are then not compared with the output's. Parameter gradients are left in .grad as
+    after any backward; buffers the forward updates (BatchNorm running statistics in train mode)
+    are restored.
     """
     check_module(model)
     args = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -146,20 +150,24 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
         if not list(module.children())
     ]
     try:
-        output = model(*args)
-        if not isinstance(output, Tensor):
-            raise TypeError("diagnose: the model must return a tensor (pass loss_fn for other outputs)")
-        if output.requires_grad:
-            output.register_hook(lambda grad: grads.__setitem__("output", float(grad.float().std())))
-        if loss_fn is None:
-            # a fixed random projection: the output gradient is N(0, 1), a reference that can vanish or grow
-            weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(0)).to(output)
-            loss = (output * weights).sum()
-        else:
-            loss = loss_fn(output)
-        if loss.requires_grad:
-            loss.backward()
-        output_grad_std = grads.get("output")
+        # a look, not a change: buffers the forward updates (BatchNorm running statistics) are put back
+        with restoring(model.buffers(), always=True):
+            output = model(*args)
+            if loss_fn is None and not isinstance(output, Tensor):
+                raise TypeError("diagnose: the model must return a tensor (pass loss_fn for other outputs)")
+            if isinstance(output, Tensor) and output.requires_grad:
+                output.register_hook(lambda grad: grads.__setitem__("output", float(grad.float().std())))
+            if loss_fn is None:
+                # a fixed random projection: the output gradient is N(0, 1), a reference that can vanish or grow
+                weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(0)).to(output)
+                loss = (output * weights).sum()
+            else:
+                loss = loss_fn(output)
+                if not isinstance(loss, Tensor):
+                    raise TypeError(f"diagnose: loss_fn must return a tensor, got {type(loss).__name__}")
+            if loss.requires_grad:
+                loss.backward()
+        output_grad_std = grads.get("output")  # None for a non-tensor output: no gradient reference
     finally:
         for handle in handles:
             handle.remove()
@@ -317,34 +325,34 @@ def lsuv_(model: nn.Module, batch, tol: float = 0.1, max_iter: int = 10, generat
     on `batch`, each weight is rescaled by 1 / std(output) until |var(output) - 1| < tol or
     max_iter passes were made. The forward passes run in the model's current train/eval mode;
     only the weights and biases change: buffers the forwards update (BatchNorm running
-    statistics) are restored, as are the modules' training flags.
+    statistics) are restored, as are the modules' training flags. A batch the model cannot run
+    is found by a forward before any change; on any failure (a layer whose output variance is 0
+    or not finite) the weights and biases are restored too. A weight computed from other
+    tensors (weight_norm, torch.nn.utils.parametrize) is refused: rescaling it would not change
+    the layer.
     """
     check_module(model)
-    if not (tol > 0 and isinstance(max_iter, int) and max_iter >= 1):
+    if not (tol > 0 and isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1):
         raise ValueError(f"lsuv_: need tol > 0 and max_iter >= 1, got tol={tol!r}, max_iter={max_iter!r}")
     args = batch if isinstance(batch, tuple) else (batch,)
-    layers = [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
-    flags = {m: m.training for m in model.modules()}
-    with torch.no_grad():
-        buffers = [(b, b.clone()) for b in model.buffers()]
-    try:
+    if not all(isinstance(a, Tensor) for a in args):
+        raise TypeError("lsuv_: batch must be a tensor or a tuple of tensors")
+    names = {m: name for name, m in model.named_modules()}
+    layers = [m for m in names if isinstance(m, WEIGHT_LAYERS)]
+    for layer in layers:
+        if not isinstance(layer._parameters.get("weight"), nn.Parameter):
+            raise NotImplementedError(
+                f"lsuv_: the weight of layer {names[layer]!r} ({type(layer).__name__}) is computed from other "
+                "tensors (weight_norm, parametrize), not a parameter: lsuv_ cannot rescale it"
+            )
+    weights = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
+    with restoring(model.buffers(), model.modules(), always=True), restoring(weights):
         _lsuv_passes(model, args, layers, tol, max_iter, generator)
-    finally:
-        with torch.no_grad():
-            for current, saved in buffers:
-                current.copy_(saved)
-        for m, mode in flags.items():
-            m.training = mode
     return model
 
 
 def _lsuv_passes(model, args, layers, tol, max_iter, generator) -> None:
-    with torch.no_grad():
-        for layer in layers:
-            init.orthogonal_(layer.weight, generator=generator)
-            if layer.bias is not None:
-                layer.bias.zero_()
-
+    # the first forward runs before any change: a batch the model cannot take fails here
     order: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda m, a, o: order.append(m) if m not in order else None) for m in layers]
     try:
@@ -353,6 +361,12 @@ def _lsuv_passes(model, args, layers, tol, max_iter, generator) -> None:
     finally:
         for hook in hooks:
             hook.remove()
+
+    with torch.no_grad():
+        for layer in layers:
+            init.orthogonal_(layer.weight, generator=generator)
+            if layer.bias is not None:
+                layer.bias.zero_()
 
     for layer in order:
         measured = {}

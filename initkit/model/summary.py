@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .policy import check_module, init_plan
+from .snapshot import restoring
 from .table import format_columns
 
 
@@ -121,6 +122,11 @@ def _make_inputs(model, input_size, input_data, dtypes, device):
         make = torch.randn if dtype.is_floating_point else torch.zeros
         try:
             inputs.append(make(size, dtype=dtype, device=device))
+        except NotImplementedError as error:  # no random kernel for the dtype (float8): not a size problem
+            first_line = str(error).strip().splitlines()[0]
+            raise NotImplementedError(
+                f"summary: cannot draw random inputs of {dtype} ({first_line}); pass input_data instead"
+            ) from error
         except RuntimeError as error:  # allocation failure, or a size whose byte count overflows
             gigabytes = math.prod(size) * dtype.itemsize / 1e9
             first_line = str(error).strip().splitlines()[0]
@@ -203,10 +209,9 @@ def summary(
             leaf = not list(module.children())
             handles.append(module.register_forward_pre_hook(pre_hook(name)))
             handles.append(module.register_forward_hook(post_hook(name, leaf)))
-        training = {module: module.training for _, module in named}
-        model.eval()  # a summary must not update BatchNorm statistics
         try:
-            with torch.no_grad(), counter:
+            with restoring(modules=model.modules(), always=True), torch.no_grad(), counter:
+                model.eval()  # a summary must not update BatchNorm statistics
                 model(*args, **kwargs)
         except Exception as error:
             shapes = [list(a.shape) for a in args if isinstance(a, Tensor)]
@@ -214,8 +219,6 @@ def summary(
         finally:
             for handle in handles:
                 handle.remove()
-            for module, mode in training.items():
-                module.training = mode
 
     plan_std = {row.name: row.std for row in init_plan(model, policy)}
     layers = []
