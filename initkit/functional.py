@@ -28,7 +28,8 @@ def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
     """
     if not torch.jit.is_scripting():
         require_linear_tensors("linear_relu", input, weight, bias)
-        if not handles(input):
+        if not (handles(input) and _strided([weight, bias])):
+            input, (weight, bias) = _autocast_args(input, [weight, bias])
             check_linear("linear_relu", input, weight, bias)
             return F.relu(F.linear(input, weight, bias))
     return torch.ops.initkit.linear_relu(input, weight, bias)
@@ -46,7 +47,9 @@ def mlp(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) ->
     """
     if not torch.jit.is_scripting():
         require_mlp_tensors("mlp", input, weights, biases)
-        if not handles(input):
+        if not (handles(input) and _strided(weights) and _strided(biases)):
+            input, cast = _autocast_args(input, [*weights, *biases])
+            weights, biases = cast[: len(weights)], cast[len(weights) :]
             check_mlp("mlp", input, weights, biases)
             return _mlp_by_layers(input, weights, biases, fused=False)
         if torch.jit.is_tracing():
@@ -54,6 +57,26 @@ def mlp(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) ->
             # (each linear_relu op checks its own arguments).
             return _mlp_by_layers(input, weights, biases, fused=True)
     return torch.ops.initkit.mlp(input, weights, biases)
+
+
+def _strided(tensors: List[Optional[Tensor]]) -> bool:
+    """Whether none of `tensors` is sparse (those take torch's path and its errors)."""
+    return all(t is None or t.layout == torch.strided for t in tensors)
+
+
+def _autocast_args(input: Tensor, tensors: List[Optional[Tensor]]):
+    """(input, tensors) as the extension's autocast kernels pass them to the op (csrc/autocast/): in
+    an autocast region of the input's device, floating tensors other than float64 cast to its dtype."""
+    device = input.device.type
+    if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
+        return input, tensors
+    dtype = torch.get_autocast_dtype(device)
+
+    def cast(t: Optional[Tensor]) -> Optional[Tensor]:
+        eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64 and t.device.type == device
+        return t.to(dtype) if eligible else t
+
+    return cast(input), [cast(t) for t in tensors]
 
 
 def _mlp_by_layers(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]], fused: bool) -> Tensor:

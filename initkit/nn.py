@@ -57,9 +57,12 @@ class FusedLinearReLU(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         if torch.jit.is_scripting():
             return linear_relu(input, self.weight, self.bias)
-        # Module.__getattr__ costs more than a tiny layer's arithmetic: read _parameters directly.
+        # Module.__getattr__ costs more than a tiny layer's arithmetic: read _parameters directly
+        # (pruning and parametrizations replace a parameter by an attribute: read those as such).
         params = self._parameters
-        return linear_relu(input, params["weight"], params["bias"])
+        weight = params["weight"] if "weight" in params else self.weight
+        bias = params["bias"] if "bias" in params else self.bias
+        return linear_relu(input, weight, bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -132,11 +135,12 @@ class MLP(nn.Module):
                 weights.append(layer.weight)
                 biases.append(layer.bias)
         else:
-            # Module.__getattr__ costs more than a tiny MLP's arithmetic: read _parameters directly.
+            # Module.__getattr__ costs more than a tiny MLP's arithmetic: read _parameters directly
+            # (pruning and parametrizations replace a parameter by an attribute: read those as such).
             for layer in self._modules["layers"]:
                 params = layer._parameters
-                weights.append(params["weight"])
-                biases.append(params["bias"])
+                weights.append(params["weight"] if "weight" in params else layer.weight)
+                biases.append(params["bias"] if "bias" in params else layer.bias)
         return mlp(input, weights, biases)
 
     def extra_repr(self) -> str:

@@ -55,6 +55,45 @@ CHECKS = textwrap.dedent(
         err_torch = (ref(x.bfloat16(), w.bfloat16(), b.bfloat16()).float() - truth).abs().max()
         assert err <= 2 * err_torch + 1e-2, (err, err_torch)
 
+    # a strided bias (a view with steps: oneDNN's inner product would ignore its strides)
+    for m, k, n in [(64, 64, 64), (896, 31, 33), (2, 300, 333)]:
+        x, w = torch.randn(m, k), torch.randn(n, k) / k**0.5
+        b = torch.randn(2 * n)[::2]
+        same(linear_relu(x, w, b), ref(x, w, b), 1e-4)
+        with torch.no_grad():
+            same(linear_relu(x, w, b), ref(x, w, b), 1e-4)
+        w2, b2 = torch.randn(5, n), torch.randn(10)[::2]
+        same(mlp(x, [w, w2], [b, b2]), F.linear(ref(x, w, b), w2, b2), 1e-4)
+    # tiny layers in every floating dtype (direct loops forward and backward): values and
+    # gradients within twice torch's own error against float64 (+ a rounding floor)
+    for dtype, floor in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)):
+        for m, k, n in [(1, 64, 64), (2, 16, 8), (1, 256, 256), (3, 5, 7)]:
+            x64, w64, b64 = torch.randn(m, k, dtype=torch.float64), torch.randn(n, k, dtype=torch.float64) / k**0.5, torch.randn(n, dtype=torch.float64)
+            g64 = torch.randn(m, n, dtype=torch.float64)
+            def run(fn, dtype):
+                x, w, b = (t.clone().to(dtype).requires_grad_() for t in (x64, w64, b64))
+                out = fn(x, w, b)
+                out.backward(g64.to(dtype))
+                return [t.double() for t in (out, x.grad, w.grad, b.grad)]
+            exact = run(ref, torch.float64)
+            ours, theirs = run(linear_relu, dtype), run(ref, dtype)
+            for o, t, e in zip(ours, theirs, exact):
+                assert (o - e).abs().max() <= 2 * (t - e).abs().max() + floor, (dtype, m, k, n)
+    # a weight whose shape changes through .data (the version counter stays): not the old packing
+    for rows in (1, 64):
+        wd = torch.randn(64, 256)
+        with torch.no_grad():
+            linear_relu(torch.randn(rows, 256), wd)
+            wd.data = wd.data.view(128, 128)
+            xd = torch.randn(rows, 128)
+            same(linear_relu(xd, wd), ref(xd, wd, None), 1e-4)
+            w1, w2 = torch.randn(64, 32), torch.randn(16, 64)
+            xm = torch.randn(rows, 32)
+            mlp(xm, [w1, w2], [None, None])
+            w2.data = w2.data.view(32, 32)
+            w1.data = w1.data[:32]
+            same(mlp(xm, [w1, w2], [None, None]), F.linear(ref(xm, w1, None), w2), 1e-4)
+
     # mlp forward and backward
     sizes = [256, 512, 256, 10]
     ws = [torch.randn(o, i) / i**0.5 for i, o in zip(sizes[:-1], sizes[1:])]

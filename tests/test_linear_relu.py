@@ -171,6 +171,44 @@ def test_autocast_cpu_runs_in_bfloat16(backend):
     torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)  # bf16 has 8 significant bits
 
 
+def test_autocast_cpu_mixed_dtypes(backend):
+    # Inside autocast F.linear takes a bfloat16 input with float32 weights; so do both backends.
+    x, w, b = make((4,), 8, 3, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = linear_relu(x.bfloat16(), w, b)
+        expected = reference(x.bfloat16(), w, b)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("features", [(8, 5), (64, 64), (256, 300)])  # direct loop, tiny GEMM, BLAS
+def test_forward_mode_ad_matches_torch(backend, features):
+    import torch.autograd.forward_ad as fwAD
+
+    x, w, b = make((3,), *features)
+    tangents = [torch.randn_like(t) for t in (x, w, b)]
+    for which in range(3):  # a tangent on the input, the weight, the bias
+        primals = [x, w, b]
+        with fwAD.dual_level():
+            duals = list(primals)
+            duals[which] = fwAD.make_dual(primals[which], tangents[which])
+            ours = fwAD.unpack_dual(linear_relu(*duals)).tangent
+            theirs = fwAD.unpack_dual(reference(*duals)).tangent
+        assert ours is not None
+        torch.testing.assert_close(ours, theirs)
+    jac = torch.func.jacfwd(lambda v: linear_relu(v, w, b))(x[0])
+    torch.testing.assert_close(jac, torch.func.jacfwd(lambda v: reference(v, w, b))(x[0]))
+
+
+def test_sparse_weight_raises_like_torch(backend):
+    x, w, b = make((3,), 4, 5, dtype=torch.float32)
+    with pytest.raises(RuntimeError) as ours:
+        linear_relu(x, w.to_sparse(), b)
+    with pytest.raises(RuntimeError):
+        reference(x, w.to_sparse(), b)
+    assert not isinstance(ours.value, NotImplementedError)
+
+
 @pytest.mark.parametrize(
     "make_args, match",
     [
@@ -209,3 +247,26 @@ def test_module_is_a_drop_in_for_linear(backend):
     no_bias = initkit.nn.FusedLinearReLU(6, 4, bias=False, dtype=torch.float64)
     assert no_bias.bias is None and no_bias(x.double()).dtype == torch.float64
     assert "in_features=6, out_features=4, bias=True" in repr(fused)
+
+
+def test_module_with_pruned_or_parametrized_weight(backend):
+    from torch.nn.utils import parametrize, prune
+
+    torch.manual_seed(2)
+    x = torch.randn(3, 8)
+    pruned = initkit.nn.FusedLinearReLU(8, 4)
+    prune.l1_unstructured(pruned, "weight", amount=0.5)
+    torch.testing.assert_close(pruned(x), reference(x, pruned.weight, pruned.bias))
+
+    class Doubled(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    param = initkit.nn.FusedLinearReLU(8, 4)
+    parametrize.register_parametrization(param, "bias", Doubled())
+    torch.testing.assert_close(param(x), reference(x, param.weight, param.bias))
+    mlp_module = initkit.nn.MLP([8, 6, 2])
+    prune.l1_unstructured(mlp_module.layers[0], "weight", amount=0.5)
+    layers = mlp_module.layers
+    expected = F.linear(reference(x, layers[0].weight, layers[0].bias), layers[1].weight, layers[1].bias)
+    torch.testing.assert_close(mlp_module(x), expected)

@@ -58,6 +58,25 @@ def test_grads_match_sequential(backend):
         torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-5)
 
 
+def test_forward_mode_ad_matches_sequential(backend):
+    weights, biases = make([6, 8, 8, 3], bias_pattern=[True, False, True])
+    x = torch.randn(5, 6, dtype=torch.float64)
+    for tangent_on in ("input", "weight", "bias"):
+        with torch.autograd.forward_ad.dual_level():
+            make_dual = torch.autograd.forward_ad.make_dual
+            xs, ws, bs = x, list(weights), list(biases)
+            if tangent_on == "input":
+                xs = make_dual(x, torch.randn_like(x))
+            elif tangent_on == "weight":
+                ws[1] = make_dual(ws[1], torch.randn_like(ws[1]))
+            else:
+                bs[2] = make_dual(bs[2], torch.randn_like(bs[2]))
+            ours = torch.autograd.forward_ad.unpack_dual(mlp(xs, ws, bs)).tangent
+            theirs = torch.autograd.forward_ad.unpack_dual(reference(xs, ws, bs)).tangent
+        assert ours is not None, tangent_on
+        torch.testing.assert_close(ours, theirs)
+
+
 def test_double_backward_raises(ext):
     weights, biases = make([3, 4, 2])
     weights[0].requires_grad_()

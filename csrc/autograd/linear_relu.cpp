@@ -13,7 +13,8 @@
 #include "../common/dense_ops.h"
 #include "../common/linear_checks.h"
 #include "../cpu/dense_backward.h"
-#include "../cpu/dense_gemm.h"
+#include "../cpu/dense_layer.h"
+#include "forward_ad.h"
 #include "no_double_backward.h"
 
 namespace initkit {
@@ -66,6 +67,9 @@ bool any_requires_grad(const at::Tensor& input, const at::Tensor& weight, const 
 }
 
 at::Tensor linear_relu_autograd(const at::Tensor& input, const at::Tensor& weight, const OptionalTensor& bias) {
+  if (has_forward_grad(input) || has_forward_grad(weight) || has_forward_grad(bias)) {
+    return at::relu(at::linear(input, weight, bias));  // (forward_ad.h)
+  }
   if (!at::GradMode::is_enabled() || !any_requires_grad(input, weight, bias)) {
     // Inference: skip building the autograd node (measurable at tiny shapes); the weight may
     // stay packed between calls (cpu/dense_gemm.h).

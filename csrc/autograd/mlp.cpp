@@ -15,7 +15,8 @@
 #include "../common/dense_ops.h"
 #include "../common/linear_checks.h"
 #include "../cpu/dense_backward.h"
-#include "../cpu/dense_gemm.h"
+#include "../cpu/dense_layer.h"
+#include "forward_ad.h"
 #include "no_double_backward.h"
 
 namespace initkit {
@@ -93,7 +94,21 @@ class MLPFunction : public torch::autograd::Function<MLPFunction> {
   }
 };
 
+// The ATen composite of mlp, for forward-mode AD (forward_ad.h).
+at::Tensor mlp_composite(const at::Tensor& input, at::TensorList weights, const OptionalTensorList& biases) {
+  at::Tensor h = input;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    h = at::linear(h, weights[i], biases.get(i));
+    if (i + 1 < weights.size()) h = at::relu(h);
+  }
+  return h;
+}
+
 at::Tensor mlp_autograd(const at::Tensor& input, at::TensorList weights, const OptionalTensorList& biases) {
+  bool forward_grad = has_forward_grad(input);
+  for (const auto& w : weights) forward_grad = forward_grad || has_forward_grad(w);
+  for (size_t i = 0; i < biases.size(); ++i) forward_grad = forward_grad || has_forward_grad(biases.get(i));
+  if (forward_grad) return mlp_composite(input, weights, biases);
   bool requires_grad = false;
   if (at::GradMode::is_enabled()) {
     requires_grad = input.requires_grad();

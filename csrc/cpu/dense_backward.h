@@ -137,7 +137,13 @@ inline std::pair<at::Tensor, std::optional<at::Tensor>> relu_grad_and_bias(const
                      reinterpret_cast<const uint16_t*>(o.data_ptr()), o.stride(0),
                      reinterpret_cast<uint16_t*>(grad_pre.data_ptr()), bias_grad ? partials.data_ptr<float>() : nullptr,
                      bias_grad ? sum.data_ptr<float>() : nullptr, rows, n);
-    return {grad_pre, bias_grad ? std::optional<at::Tensor>(sum.to(dtype)) : std::nullopt};
+    if (!bias_grad) return {grad_pre, std::nullopt};
+    // Rounded here rather than by sum.to(): that op's dispatch costs more than a small layer's sums.
+    at::Tensor grad_bias = at::empty({n}, g.options());
+    const float* sums = sum.data_ptr<float>();
+    c10::BFloat16* rounded = grad_bias.data_ptr<c10::BFloat16>();
+    for (int64_t j = 0; j < n; ++j) rounded[j] = c10::BFloat16(sums[j]);
+    return {grad_pre, grad_bias};
   }
   AT_DISPATCH_FLOATING_TYPES(dtype, "initkit_relu_grad_cpu", [&] {
     relu_grad_blocks(g.data_ptr<scalar_t>(), g.stride(0), o.data_ptr<scalar_t>(), o.stride(0),

@@ -142,6 +142,7 @@ struct PackedWeight {
   Engine engine;
   const void* data;
   int64_t version;
+  std::vector<int64_t> sizes;  // `w.data = other` keeps the TensorImpl and the version, not the shape
   at::Tensor packed;
 };
 
@@ -170,7 +171,9 @@ at::Tensor packed_weight(const at::Tensor& b, Engine engine, Pack pack) {
       continue;
     }
     if (it->owner._unsafe_get_target() == b.unsafeGetTensorImpl() && it->engine == engine) {
-      if (it->data == data && it->version == version && it->packed.scalar_type() == b.scalar_type()) return it->packed;
+      if (it->data == data && it->version == version && it->packed.scalar_type() == b.scalar_type() &&
+          b.sizes().equals(it->sizes))
+        return it->packed;
       it = cache.erase(it);  // the weight changed: repack below
       continue;
     }
@@ -178,7 +181,8 @@ at::Tensor packed_weight(const at::Tensor& b, Engine engine, Pack pack) {
   }
   at::Tensor packed = pack(b);
   if (cache.size() >= kMaxPacked) cache.erase(cache.begin());
-  cache.push_back({c10::weak_intrusive_ptr<c10::TensorImpl>(b.getIntrusivePtr()), engine, data, version, packed});
+  cache.push_back({c10::weak_intrusive_ptr<c10::TensorImpl>(b.getIntrusivePtr()), engine, data, version, b.sizes().vec(),
+                   packed});
   return packed;
 }
 
@@ -355,7 +359,12 @@ inline at::Tensor calibrate(const bool (&usable)[kEngines], const at::Tensor& a,
 }
 
 // c = relu?(a @ b.T (+ bias)) on the chosen engine; contiguous [M, N] output.
-inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias, bool relu) {
+inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias_arg,
+                          bool relu) {
+  // A strided bias (a view with steps) made contiguous once: oneDNN's inner product ignores the
+  // bias strides, and the engine chosen for a shape must suit every call of that shape.
+  const std::optional<at::Tensor> bias =
+      bias_arg.has_value() && bias_arg->defined() && !bias_arg->is_contiguous() ? bias_arg->contiguous() : bias_arg;
   bool usable[kEngines];
   int candidates = 0;
   for (int e = 0; e < kEngines; ++e) candidates += usable[e] = engine_usable(static_cast<Engine>(e), a, b, bias);
@@ -369,7 +378,10 @@ inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::o
   {
     std::lock_guard<std::mutex> lock(choice_mutex());
     const auto it = choices().find(key);
-    if (it != choices().end()) return gemm_with(it->second, a, b, bias, relu);
+    // (torch.backends.mkldnn may have been switched off since the shape was measured.)
+    if (it != choices().end()) {
+      return gemm_with(usable[static_cast<int>(it->second)] ? it->second : Engine::kMkl, a, b, bias, relu);
+    }
   }
   Engine winner = Engine::kMkl;
   at::Tensor result = calibrate(usable, a, b, bias, relu, &winner);
@@ -378,11 +390,6 @@ inline at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const std::o
     choices().emplace(key, winner);
   }
   return result;
-}
-
-// a [M, K] @ b [N, K].T on any device: the engine choice above on CPU, at::mm elsewhere.
-inline at::Tensor mm_nt(const at::Tensor& a, const at::Tensor& b) {
-  return a.is_cpu() ? gemm_nt(a, b, std::nullopt, /*relu=*/false) : at::mm(a, b.t());
 }
 
 }  // namespace cpu

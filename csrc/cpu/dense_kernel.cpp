@@ -306,7 +306,11 @@ at::Tensor own_mlp(const at::Tensor& a, at::TensorList panels, c10::ArrayRef<int
     }
   }
 #ifdef INITKIT_HAVE_SIMD_KERNELS
-  TORCH_CHECK(own_gemm_available() && plan[0].k_size == a.size(1), "initkit: own_mlp called without AVX-512 or AVX2 or with mismatched panels");
+  bool chained = plan[0].k_size == a.size(1);
+  for (size_t l = 0; l < layers; ++l) {
+    chained = chained && plan[l].panel_count * kPanel >= plan[l].n && (l == 0 || plan[l].k_size == plan[l - 1].n);
+  }
+  TORCH_CHECK(own_gemm_available() && chained, "initkit: own_mlp called without AVX-512 or AVX2 or with mismatched panels");
   // Blocks of at most kRowBlock rows, as many as a multiple of the thread count (even shares).
   const int64_t threads = at::get_num_threads();
   int64_t blocks = std::max((m + kRowBlock - 1) / kRowBlock, std::min<int64_t>(threads, m));
