@@ -90,6 +90,6 @@ def _mlp_by_layers(input: Tensor, weights: List[Tensor], biases: List[Optional[T
     return input
 
 
-# FX tracing (used by initkit.fuse) keeps these calls as single nodes.
+# torch.fx tracing of a model that calls these keeps each call as a single node.
 torch.fx.wrap("linear_relu")
 torch.fx.wrap("mlp")

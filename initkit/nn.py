@@ -12,8 +12,8 @@ from .functional import linear_relu, mlp
 
 __all__ = ["FusedLinearReLU", "MLP"]
 
-# FX tracing (initkit.fuse) keeps the op calls in the forwards below as single nodes; fx.wrap
-# patches the calling module's globals, so it is repeated here.
+# torch.fx tracing of a model with these modules keeps the op calls in the forwards below as single
+# nodes; fx.wrap patches the calling module's globals, so it is repeated here.
 torch.fx.wrap("linear_relu")
 torch.fx.wrap("mlp")
 
