@@ -64,6 +64,7 @@ __all__ = [
 # normals on initkit's own log and sin/cos instead of libm's (float64 normals, last bits).
 CONTRACT_VERSION = 5
 _MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
+_CPU = torch.device("cpu")
 
 calculate_gain = torch_fallback.calculate_gain
 constant_ = torch_fallback.constant_
@@ -81,8 +82,8 @@ sparse_ = torch_fallback.sparse_
 def new_seed(generator: torch.Generator | None = None) -> Tensor:
     """A fresh 63-bit Philox key from `generator` (default: torch's CPU generator), as the
     one-element int64 CPU tensor the fill ops take. Traceable by torch.compile."""
-    if generator is None:  # the common case: already on the CPU (a .cpu() call is ~0.3 us)
-        return torch.randint(0, _MAX_SEED, (), dtype=torch.int64)
+    if generator is None:  # the common case; device= so that a default device (meta, cuda) cannot move the key
+        return torch.randint(0, _MAX_SEED, (), dtype=torch.int64, device=_CPU)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"argument 'generator' must be torch.Generator, not {type(generator).__name__}")
     return torch.randint(0, _MAX_SEED, (), dtype=torch.int64, device=generator.device, generator=generator).cpu()

@@ -1,5 +1,7 @@
 """Fills as in-place ops for autograd, torch's uniform_ range check, seeds and devices (issue 9)."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -140,6 +142,44 @@ def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
         getattr(torch.ops.initkit, f"{kind}_fill")(alone, *params, SEED, stream=i)
         assert torch.equal(mixed[i], alone)
 
+
+
+@contextlib.contextmanager
+def _default_device(device):
+    previous = torch.get_default_device()
+    torch.set_default_device(device)
+    try:
+        yield
+    finally:
+        torch.set_default_device(previous)
+
+
+DEVICE_CONTEXTS = {  # README: build big models under torch.device("meta"), whose __init__ may call initkit
+    "with meta": lambda: torch.device("meta"),
+    "default meta": lambda: _default_device("meta"),
+    "with cuda": lambda: torch.device("cuda"),  # on a CPU-only torch, any tensor made there raises
+}
+KEYED_FILLS = {
+    "uniform_": lambda t: initkit.uniform_(t, -1.0, 1.0),
+    "normal_": lambda t: initkit.normal_(t, 0.0, 0.5),
+    "trunc_normal_": lambda t: initkit.trunc_normal_(t, 0.0, 1.0, -1.0, 1.5),
+    "kaiming_uniform_": initkit.kaiming_uniform_,
+    "xavier_normal_": initkit.xavier_normal_,
+    "lecun_normal_": initkit.lecun_normal_,
+    "multi_fill_": lambda t: initkit.init.multi_fill_([t], [("uniform", (0.0, 2.0))])[0],
+}
+
+
+@pytest.mark.parametrize("context", DEVICE_CONTEXTS.values(), ids=DEVICE_CONTEXTS)
+@pytest.mark.parametrize("fill", KEYED_FILLS.values(), ids=KEYED_FILLS)
+def test_fills_under_a_default_device_draw_the_key_on_the_cpu(backend, context, fill):
+    torch.manual_seed(0)
+    expected = fill(torch.empty(8, 6))
+    torch.manual_seed(0)
+    with context():
+        got = fill(torch.empty(8, 6, device="cpu"))
+        assert fill(torch.empty(8, 6, device="meta")).is_meta
+    assert torch.equal(got, expected)  # the key came from torch's CPU generator, as without the context
 
 # ---- item 4: trunc_normal_ exact for every interval, side and scale ------------------------
 

@@ -184,6 +184,14 @@ def test_writes_after_the_random_fills_are_checked_before_any_write(backend, mak
     _assert_same_state(model, before)
 
 
+def test_constant_overflow_is_checked_before_any_write_under_a_meta_default_device(backend):
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)).half()
+    before = _state(model)
+    with torch.device("meta"), pytest.raises(RuntimeError, match="overflow"):
+        initkit.initialize(model, {"1.weight": ("constant", {"val": 1e6})})
+    _assert_same_state(model, before)
+
+
 def test_failing_reset_parameters_restores_the_buffers_it_reset(backend):
     class Broken(nn.Module):
         def __init__(self):

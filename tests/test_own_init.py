@@ -412,6 +412,13 @@ def test_generator_keys_are_kept_by_patch_and_deferred_init(ext):
     assert _ks_p(deferred.b, b) > 1e-6
 
 
+def test_generator_keys_are_replayed_under_a_default_device(ext):
+    expected = initkit.materialize(initkit.deferred_init(_Seeded, 5))
+    model = initkit.deferred_init(_Seeded, 5)
+    with torch.device("meta"):
+        initkit.materialize(model, "cpu")
+    assert torch.equal(model.a, expected.a) and torch.equal(model.b, expected.b)
+
 def test_generator_under_deferred_init_keeps_errors():
     def bad():
         layer = nn.Linear(4, 4)

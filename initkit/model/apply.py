@@ -71,8 +71,9 @@ def _check_writes(model: nn.Module, plan: InitPlan, params: dict[str, Tensor]) -
 
 def check_constant(tensor: Tensor, value: float) -> None:
     """Raise what tensor.fill_(value) would (RuntimeError when `value` overflows the dtype), on a
-    probe of the dtype: fill_ checks only tensors of more than one element, so as many, up to 2."""
-    torch.empty(min(tensor.numel(), 2), dtype=tensor.dtype).fill_(value)
+    probe of the dtype: fill_ checks only tensors of more than one element, so as many, up to 2.
+    On the CPU whatever the default device: a meta probe would not check."""
+    torch.empty(min(tensor.numel(), 2), dtype=tensor.dtype, device="cpu").fill_(value)
 
 
 def _run_resets(model: nn.Module, plan: InitPlan, generator: torch.Generator | None, bar: "Progress") -> None:

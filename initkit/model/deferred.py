@@ -239,7 +239,7 @@ def _fill(named: list[tuple[Record, Tensor]], generator, description: str, keys:
     with torch.no_grad(), Progress(total, description) as bar:
         fill_random([t for _, t in random], [(r.base.kind, r.base.params) for r, _ in random], generator, bar)
         for record, tensor in keyed:  # alone, stream 0: the values of initkit's fill with that generator
-            seed = torch.tensor(record.base.key, dtype=torch.int64)
+            seed = torch.tensor(record.base.key, dtype=torch.int64, device="cpu")  # not the default device
             init.multi_fill_([tensor], [(record.base.kind, record.base.params)], seed=seed)
             bar.update(tensor.numel())
         for record, tensor in order:
