@@ -34,6 +34,57 @@ def test_overwriting_a_saved_tensor_fails_backward_as_torch(backend, fill):
         b.sum().backward()
 
 
+REFUSED_FILLS = {  # each refuses its target w (a [3] tensor), as torch.nn.init does
+    "uniform_ low > high": lambda w: initkit.uniform_(w, 1.0, 0.0),
+    "normal_ std < 0": lambda w: initkit.normal_(w, 0.0, -1.0),
+    "trunc_normal_ a > b": lambda w: initkit.trunc_normal_(w, 0.0, 1.0, 2.0, -2.0),
+    "multi_fill_": lambda w: initkit.init.multi_fill_([torch.empty(4), w], [("normal", (0.0, 1.0)), ("uniform", (1.0, 0.0))]),
+}
+
+
+@pytest.mark.parametrize("fill", REFUSED_FILLS.values(), ids=REFUSED_FILLS)
+@pytest.mark.parametrize("expanded", [False, True])
+def test_a_refused_fill_leaves_a_saved_tensor_usable_for_backward(backend, fill, expanded):
+    x = torch.randn(3, requires_grad=True)
+    w = torch.randn(1).expand(3) if expanded else torch.randn(3)  # expanded: refused for its shared memory too
+    (x * w).sum().backward()  # w is saved for backward
+    x.grad = None
+    y = (x * w).sum()
+    with pytest.raises(RuntimeError):
+        fill(w)
+    assert w._version == 0
+    y.backward()
+    assert torch.equal(x.grad, w)
+
+
+def _dual(n=10):
+    return torch.autograd.forward_ad.make_dual(torch.zeros(n), torch.ones(n))
+
+
+def _tangent(x):
+    return torch.autograd.forward_ad.unpack_dual(x).tangent
+
+
+@pytest.mark.parametrize("fill", PUBLIC_FILLS.values(), ids=PUBLIC_FILLS)
+def test_forward_ad_tangent_of_a_filled_tensor_is_zero_as_torch(backend, fill):
+    # derivatives.yaml: a random fill's result tangent is zero (normal_: `result: self_t.zero_()`)
+    with torch.autograd.forward_ad.dual_level():
+        x = _dual()
+        fill(x)
+        assert torch.equal(_tangent(x), torch.zeros(10))
+        base = _dual()
+        fill(base[:4])  # a view's tangent is a view of its base's
+        assert torch.equal(_tangent(base), torch.tensor([0.0] * 4 + [1.0] * 6))
+
+    def filled(x):
+        y = x * 2.0
+        fill(y)
+        return y
+
+    _, tangent = torch.func.jvp(filled, (torch.ones(10),), (torch.ones(10),))
+    assert torch.equal(tangent, torch.zeros(10))
+
+
 @pytest.mark.parametrize("fill", RAW_FILLS.values(), ids=RAW_FILLS)
 def test_raw_fill_bumps_the_version_counter(ext, fill):
     t = torch.empty(10)
@@ -113,7 +164,7 @@ def test_bad_seed_raises_and_names_the_seed(ext, fill, seed):
     t = torch.zeros(10)
     with pytest.raises(RuntimeError, match="seed must be a one-element int64 CPU tensor"):
         fill(t, seed)
-    assert torch.count_nonzero(t) == 0
+    assert torch.count_nonzero(t) == 0 and t._version == 0
 
 
 def test_raw_multi_fill_with_mixed_devices_raises(ext):
