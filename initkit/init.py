@@ -228,7 +228,8 @@ def trunc_normal_(
         std: the standard deviation of the untruncated normal distribution (>= 0; a negative or
             NaN std raises RuntimeError, which torch does not check)
         a: the minimum cutoff value
-        b: the maximum cutoff value
+        b: the maximum cutoff value ([a, b] must hold a finite value of the dtype; for a
+            non-finite mean or std both must be finite in it, as torch; README "Use")
         generator: the torch Generator the Philox key is drawn from (default: torch's CPU generator)
 
     Returns `tensor`. Equivalent PyTorch: ``torch.nn.init.trunc_normal_``.

@@ -11,6 +11,7 @@ shape is read, so meta tensors work.
 import math
 from typing import NamedTuple
 
+import torch
 from torch import Tensor
 
 from ._ext.torch_fallback import calculate_gain
@@ -182,9 +183,10 @@ SCHEMES = {
 }
 
 
-def check_params(spec: FillSpec) -> None:
-    """The parameter checks the fills make (csrc/common/fill_checks.h), made before anything is
-    written, so that a plan cannot fail halfway through. Raises ValueError."""
+def check_params(spec: FillSpec, dtype: torch.dtype) -> None:
+    """The parameter checks the fills make (csrc/common/fill_checks.h) on a tensor of `dtype`, made
+    before anything is written, so that a plan cannot fail halfway through; a plan also refuses a
+    non-finite mean or std, which the fills take as torch does. Raises ValueError."""
     p = spec.params
     if spec.kind == "uniform" and not (p[0] <= p[1] and math.isfinite(p[1] - p[0])):
         raise ValueError(f"uniform needs a finite range low <= high, got low={p[0]}, high={p[1]}")
@@ -192,6 +194,9 @@ def check_params(spec: FillSpec) -> None:
         raise ValueError(f"{spec.kind} needs a finite mean and std >= 0, got mean={p[0]}, std={p[1]}")
     if spec.kind == "trunc_normal" and not p[2] <= p[3]:
         raise ValueError(f"trunc_normal needs bounds a <= b, got a={p[2]}, b={p[3]}")
+    top = torch.finfo(dtype).max if dtype.is_floating_point else math.inf
+    if spec.kind == "trunc_normal" and not (-top <= p[3] and p[2] <= top):
+        raise ValueError(f"trunc_normal needs bounds holding a finite {dtype} value, got a={p[2]}, b={p[3]}")
 
 
 def fill_spec(scheme: str, tensor: Tensor, **args) -> FillSpec:
@@ -203,5 +208,5 @@ def fill_spec(scheme: str, tensor: Tensor, **args) -> FillSpec:
         spec = SCHEMES[scheme](tensor, **args)
     except TypeError as error:
         raise TypeError(f"bad arguments {args} for init scheme {scheme!r}: {error}") from None
-    check_params(spec)
+    check_params(spec, tensor.dtype)
     return spec

@@ -12,6 +12,7 @@ import initkit
 from helpers import run_python
 
 TORCH_NAMES = [n for n in nn_init.__all__]
+INF, NAN = math.inf, math.nan
 
 
 def test_whole_torch_surface_is_present_with_same_signatures():
@@ -178,6 +179,17 @@ BAD_INPUTS = [
     ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"a": 2.0, "b": -2.0}),
     ("uniform_", lambda: (torch.zeros(3, 1).expand(3, 4),), {}),
     ("eye_", lambda: (torch.zeros(3, 3, 3),), {}),
+    # trunc_normal_ bounds holding no finite value of the dtype (torch: "from is out of bounds")
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"a": INF, "b": INF}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"a": -INF, "b": -INF}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"a": 1e39, "b": 1e40}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3, dtype=torch.float16),), {"a": 7e4, "b": 7.0001e4}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3, dtype=torch.bfloat16),), {"a": -INF, "b": -1e39}),
+    # a non-finite mean or std: torch draws from uniform_(a, b), which refuses bounds outside the dtype
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"mean": INF, "a": -INF}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"mean": NAN, "b": INF}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"std": INF, "a": -INF, "b": INF}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3, dtype=torch.float16),), {"std": INF, "a": -6e4, "b": 6e4}),
 ]
 
 
@@ -211,14 +223,54 @@ def test_ops_reject_bad_arguments_with_clear_messages(ext):
         torch.ops.initkit.uniform_fill(torch.zeros(3, dtype=torch.int64), 0.0, 1.0, seed)
     with pytest.raises(RuntimeError, match="seed must be a one-element int64 CPU tensor"):
         torch.ops.initkit.normal_fill(torch.zeros(3), 0.0, 1.0, torch.tensor([1.0]))
-    with pytest.raises(RuntimeError, match="finite mean and std"):
-        torch.ops.initkit.normal_fill(torch.zeros(3), float("inf"), 1.0, seed)
+    with pytest.raises(RuntimeError, match="holds no finite Float value"):
+        torch.ops.initkit.trunc_normal_fill(torch.zeros(3), 0.0, 1.0, float("inf"), float("inf"), seed)
     with pytest.raises(ValueError, match="offset must be >= 0"):
         torch.ops.initkit.uniform_fill(torch.zeros(3), 0.0, 1.0, seed, 0, -1)
     with pytest.raises(ValueError, match="expected 2 kinds"):
         torch.ops.initkit.multi_fill([torch.zeros(3), torch.zeros(2)], [0], [0.0] * 8, seed, [0, 1])
     with pytest.raises(ValueError, match="unknown fill kind 7"):
         torch.ops.initkit.multi_fill([torch.zeros(3)], [7], [0.0] * 4, seed, [0])
+
+
+@pytest.mark.parametrize(
+    "name,args,expect",
+    [
+        ("normal_", (INF, 1.0), lambda t: (t == INF).all()),
+        ("normal_", (-INF, 0.5), lambda t: (t == -INF).all()),
+        ("normal_", (NAN, 1.0), lambda t: t.isnan().all()),
+        ("normal_", (0.0, INF), lambda t: t.isinf().all()),  # +-inf (NaN only where z == 0)
+        ("xavier_normal_", (INF,), lambda t: t.isinf().all()),  # gain inf: std inf
+        ("kaiming_normal_", (0, "fan_in", "leaky_relu"), lambda t: t.isfinite().all()),  # (a finite control)
+    ],
+)
+def test_non_finite_mean_or_std_fills_what_the_formula_gives_as_torch(backend, name, args, expect):
+    theirs = getattr(nn_init, name)(torch.empty(64, 32), *args)
+    assert expect(theirs)
+    assert expect(getattr(initkit, name)(torch.empty(64, 32), *args))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "mean,std,law",
+    [
+        (INF, 1.0, "b"),  # the law's limit as mean -> inf: all its mass at b (torch: uniform)
+        (-INF, 0.5, "a"),
+        (INF, 0.0, "b"),
+        (0.5, INF, "uniform"),  # the limit as std -> inf: U(a, b), which torch gives too
+        (NAN, 1.0, "uniform"),  # no law: torch's U(a, b)
+        (INF, INF, "uniform"),  # no limit: torch's U(a, b)
+    ],
+)
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+def test_trunc_normal_with_a_non_finite_mean_or_std_fills_the_limit_of_the_law(ext, dtype, mean, std, law):
+    a, b = -1.5, 2.0
+    t = initkit.trunc_normal_(torch.empty(100_000, dtype=dtype), mean, std, a, b, generator=_seeded())
+    if law == "uniform":  # U(-1.5, 2): mean 0.25, std 3.5 / sqrt(12) = 1.0104; tolerances > 5 sigma at n = 1e5
+        assert t.min() >= a and t.max() <= b
+        assert abs(t.double().mean() - 0.25) < 0.017 and abs(t.double().std() - 1.0104) < 0.01
+    else:
+        assert (t == (a if law == "a" else b)).all()
 
 
 def test_trunc_normal_with_zero_std_is_the_clamped_mean(ext):

@@ -1,5 +1,7 @@
 """Model tools that must change exactly what they say, or nothing (issue 9, items 8, 9, 11, 12)."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -183,6 +185,14 @@ def test_writes_after_the_random_fills_are_checked_before_any_write(backend, mak
         initkit.initialize(model, policy)
     _assert_same_state(model, before)
 
+
+@pytest.mark.parametrize("a,b", [(1e39, 1e40), (-math.inf, -math.inf)])
+def test_trunc_normal_bounds_holding_no_finite_value_are_refused_before_any_write(backend, a, b):
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    before = _state(model)
+    with pytest.raises(ValueError, match="holding a finite torch.float32 value"):
+        initkit.initialize(model, {"0.weight": "normal", "1.weight": ("trunc_normal", {"a": a, "b": b})})
+    _assert_same_state(model, before)
 
 def test_constant_overflow_is_checked_before_any_write_under_a_meta_default_device(backend):
     model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)).half()

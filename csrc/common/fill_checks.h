@@ -35,19 +35,38 @@ void check_uniform_range(double from, double to, const char* op) {
               " and low=", from);
 }
 
+// torch.nn.init.trunc_normal_ samples every interval from uniform_(a, b) when the mean or std is
+// not finite (and intervals of mass <= 0.3 otherwise), so it refuses what uniform_'s range check
+// refuses; refused alike here. With a finite mean and std initkit samples any interval exactly (an
+// infinite or out-of-range bound included) and refuses only one that holds no finite value of the
+// dtype, which would fill +-inf (torch refuses those too, or fills inf or NaN).
+template <typename scalar_t>
+void check_trunc_normal_bounds(double mean, double std, double a, double b, const char* op) {
+  if (!std::isfinite(mean) || !std::isfinite(std)) {
+    check_uniform_range<scalar_t>(a, b, op);
+  } else {
+    const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
+    TORCH_CHECK(a <= static_cast<double>(std::numeric_limits<scalar_t>::max()) &&
+                    b >= static_cast<double>(std::numeric_limits<scalar_t>::lowest()),
+                op, ": from is out of bounds for ", dtype, ": [a, b] = [", a, ", ", b, "] holds no finite ", dtype,
+                " value");
+  }
+}
+
 inline void check_fill_params(FillKind kind, const double* p, at::ScalarType dtype, const char* op) {
   switch (kind) {
     case FillKind::Uniform:
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "check_uniform_range",
                                       [&] { check_uniform_range<scalar_t>(p[0], p[1], op); });
       break;
-    case FillKind::Normal:
+    case FillKind::Normal:  // a non-finite mean or std fills what mean + std * z gives, as torch's normal_
+      TORCH_CHECK(p[1] >= 0.0, op, ": expects std >= 0.0, but found std ", p[1]);
+      break;
     case FillKind::TruncNormal:
       TORCH_CHECK(p[1] >= 0.0, op, ": expects std >= 0.0, but found std ", p[1]);
-      TORCH_CHECK(std::isfinite(p[0]) && std::isfinite(p[1]), op, ": expects a finite mean and std, got mean=",
-                  p[0], ", std=", p[1]);
-      if (kind == FillKind::TruncNormal)
-        TORCH_CHECK(p[2] <= p[3], op, ": expects bounds a <= b, but found a=", p[2], " > b=", p[3]);
+      TORCH_CHECK(p[2] <= p[3], op, ": expects bounds a <= b, but found a=", p[2], " > b=", p[3]);
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "check_trunc_normal_bounds",
+                                      [&] { check_trunc_normal_bounds<scalar_t>(p[0], p[1], p[2], p[3], op); });
       break;
     case FillKind::RawWords:
       TORCH_CHECK(dtype == at::kFloat, op, ": writes 32-bit words into a float32 tensor, got ", dtype);

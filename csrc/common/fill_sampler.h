@@ -157,11 +157,20 @@ Sampler<acc_t> make_sampler(FillKind kind, const double* p) {
     s.scale = static_cast<acc_t>(p[1]);
   } else if (kind != FillKind::RawWords) {
     const double mean = p[0], std = p[1], a = p[2], b = p[3];
+    if (std::isinf(std) || std::isnan(mean)) {
+      // U(a, b) (the checks leave only finite bounds here): the law's limit as std -> inf, and for
+      // a NaN mean or an infinite mean and std, which have none, what torch.nn.init.trunc_normal_ gives.
+      s.kind = FillKind::Uniform;
+      s.shift = s.lo = static_cast<acc_t>(a);
+      s.scale = static_cast<acc_t>(b - a);
+      s.hi = static_cast<acc_t>(b);
+      return s;
+    }
     s.shift = static_cast<acc_t>(mean);
     s.lo = static_cast<acc_t>(a);
     s.hi = static_cast<acc_t>(b);
     const double alpha = (a - mean) / std, beta = (b - mean) / std;
-    if (std == 0.0 || !(beta > alpha)) {  // degenerate law (std 0 or a == b): the clamped mean
+    if (std == 0.0 || !(beta > alpha)) {  // degenerate law (std 0, a == b or an infinite mean): the clamped mean
       s.kind = FillKind::Uniform;
       const double v = std::fmin(std::fmax(mean, a), b);
       s.shift = s.lo = static_cast<acc_t>(v);
