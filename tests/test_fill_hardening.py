@@ -197,12 +197,11 @@ def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
 
 @contextlib.contextmanager
 def _default_device(device):
-    previous = torch.get_default_device()
     torch.set_default_device(device)
     try:
         yield
-    finally:
-        torch.set_default_device(previous)
+    finally:  # None, not "cpu", which would leave a device TorchFunctionMode active for later tests
+        torch.set_default_device(None)
 
 
 DEVICE_CONTEXTS = {  # README: build big models under torch.device("meta"), whose __init__ may call initkit
