@@ -16,6 +16,7 @@ import warnings
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
 
 from . import schemes, sharded
 from ._ext import torch_fallback
@@ -65,6 +66,13 @@ __all__ = [
 CONTRACT_VERSION = 5
 _MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
 _CPU = torch.device("cpu")
+try:  # NumPy scalars: torch takes np.bool_, np.integer and np.floating as floats
+    from numpy import bool_, floating, integer
+
+    _NUMPY_REALS: tuple[type, ...] = (bool_, integer, floating)
+except ImportError:  # torch runs without NumPy
+    _NUMPY_REALS = ()
+_PARSER_REALS = (float, int, torch.SymFloat, torch.SymInt, *_NUMPY_REALS)
 
 calculate_gain = torch_fallback.calculate_gain
 constant_ = torch_fallback.constant_
@@ -90,14 +98,28 @@ def new_seed(generator: torch.Generator | None = None) -> Tensor:
 
 
 def _real(value, op: str, name: str, position: int) -> float:
-    """A float argument of a fill, with the TypeError torch's own fills give for anything else."""
-    if type(value) is float or type(value) is int:  # the common case, without the ABC check (~0.3 us)
+    """A float argument of a fill, taken as torch's argument parser takes one (Python and NumPy
+    numbers, SymFloat, SymInt, 0-dim tensors that do not require grad), else its TypeError."""
+    if type(value) is float or type(value) is int:  # the common case, without the isinstance checks (~0.3 us)
         return value
-    if isinstance(value, (numbers.Real, torch.SymFloat, torch.SymInt)):
-        return value
-    if isinstance(value, Tensor) and value.numel() == 1:  # torch takes one-element tensors too
+    if isinstance(value, _PARSER_REALS) or (isinstance(value, Tensor) and value.dim() == 0 and not value.requires_grad):
         return value
     raise TypeError(f"{op}(): argument '{name}' (position {position}) must be float, not {type(value).__name__}")
+
+
+def _bound(value, name: str, position: int) -> float:
+    """trunc_normal_'s mean, a or b, which torch.nn.init only computes with: any real number or
+    one-element tensor (mean also passes _real), but a bool tensor, which torch cannot subtract."""
+    if type(value) is float or type(value) is int:
+        return value
+    if isinstance(value, Tensor) and value.numel() == 1:
+        if value.dtype == torch.bool:
+            raise RuntimeError(f"trunc_normal_(): argument '{name}' (position {position}) is a bool tensor, "
+                               "and subtraction with a bool tensor is not supported")  # fmt: skip
+        return value
+    if isinstance(value, (numbers.Real, *_PARSER_REALS)):
+        return value
+    raise TypeError(f"trunc_normal_(): argument '{name}' (position {position}) must be float, not {type(value).__name__}")
 
 
 def _write(op, tensor: Tensor, params: tuple[float, ...], generator: torch.Generator | None) -> Tensor:
@@ -105,6 +127,8 @@ def _write(op, tensor: Tensor, params: tuple[float, ...], generator: torch.Gener
     turned off where it matters (the op refuses a grad-mode write to a tensor that requires grad),
     and in eager mode without torch.no_grad()'s context object, which costs ~1 us per call."""
     seed = new_seed(generator)
+    if type(tensor) is FakeTensor and type(seed) is not FakeTensor:  # filled outside its FakeTensorMode,
+        seed = tensor.fake_mode.from_tensor(seed)  # which takes fake arguments only
     if not tensor.requires_grad:
         op(tensor, *params, seed)
     elif torch.compiler.is_compiling():
@@ -143,13 +167,15 @@ def _normal(tensor: Tensor, mean: float, std: float, generator: torch.Generator 
 def _trunc_normal(
     tensor: Tensor, mean: float, std: float, a: float, b: float, generator: torch.Generator | None
 ) -> Tensor:
-    mean, std = _real(mean, "trunc_normal_", "mean", 1), _real(std, "trunc_normal_", "std", 2)
-    a, b = _real(a, "trunc_normal_", "a", 3), _real(b, "trunc_normal_", "b", 4)
+    mean, std = _bound(_real(mean, "trunc_normal_", "mean", 1), "mean", 1), _real(std, "trunc_normal_", "std", 2)
+    a, b = _bound(a, "a", 3), _bound(b, "b", 4)
     if not std >= 0:  # torch.nn.init.trunc_normal_ silently accepts these and returns garbage
         raise RuntimeError(f"trunc_normal_ expects std >= 0.0, but found std {std}")
     ext = handles(tensor)
     if not (ext or sharded.handles(tensor)):
         return torch_fallback.trunc_normal_(tensor, mean, std, a, b, generator=generator)
+    if tensor.is_meta:  # no storage: torch.nn.init returns here, before its warning and any write
+        return tensor
     if (mean < a - 2 * std) or (mean > b + 2 * std):
         warnings.warn(
             "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "

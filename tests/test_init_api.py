@@ -1,12 +1,16 @@
 """The torch.nn.init surface: signatures, parity of every bound/std with torch's formulas,
 return values, autograd, warnings and exceptions."""
 
+import fractions
 import inspect
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.init as nn_init
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 import initkit
 from helpers import run_python
@@ -190,6 +194,13 @@ BAD_INPUTS = [
     ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"mean": NAN, "b": INF}),
     ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"std": INF, "a": -INF, "b": INF}),
     ("trunc_normal_", lambda: (torch.zeros(3, 3, dtype=torch.float16),), {"std": INF, "a": -6e4, "b": 6e4}),
+    # argument types torch's fills refuse
+    ("uniform_", lambda: (torch.zeros(3, 3),), {"a": fractions.Fraction(1, 3)}),
+    ("uniform_", lambda: (torch.zeros(3, 3),), {"a": torch.tensor([0.1])}),
+    ("normal_", lambda: (torch.zeros(3, 3),), {"mean": torch.tensor(0.5, requires_grad=True)}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"mean": torch.tensor(True)}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"std": fractions.Fraction(1, 3)}),
+    ("xavier_uniform_", lambda: (torch.zeros(3, 3),), {"gain": torch.tensor([2.0])}),
 ]
 
 
@@ -200,6 +211,38 @@ def test_bad_input_raises_like_torch(backend, name, args, kwargs):
     with pytest.raises(theirs.type):
         getattr(initkit, name)(*args(), **kwargs)
 
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("uniform_", {"a": np.bool_(False)}),
+        ("normal_", {"mean": np.bool_(True)}),
+        ("trunc_normal_", {"a": np.bool_(False)}),
+        ("normal_", {"std": np.float32(0.5)}),
+        ("uniform_", {"b": torch.tensor(3)}),
+        ("trunc_normal_", {"b": fractions.Fraction(5, 2)}),  # torch only computes with a and b
+    ],
+)
+def test_numbers_torch_takes_are_taken(backend, name, kwargs):
+    getattr(nn_init, name)(torch.empty(3, 3), **kwargs)
+    assert getattr(initkit, name)(torch.empty(3, 3), **kwargs).isfinite().all()
+
+
+# (not trunc_normal_: torch's reads values, which a FakeTensor has not; initkit's fills it)
+@pytest.mark.parametrize("fn", ["uniform_", "normal_", "xavier_normal_", "kaiming_uniform_"])
+def test_fake_tensor_filled_outside_its_mode_as_torch(backend, fn):
+    with FakeTensorMode():
+        t = torch.empty(4, 6)
+    getattr(nn_init, fn)(t)
+    assert getattr(initkit, fn)(t) is t
+
+
+def test_trunc_normal_of_a_meta_tensor_returns_before_the_warning_and_the_write(backend):
+    t = torch.empty(4, device="meta")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch returns before its "mean is more than 2 std" warning
+        assert initkit.trunc_normal_(t, mean=5.0, std=1.0, a=-1.0, b=1.0) is t
+    assert t._version == 0
 
 @pytest.mark.parametrize("std", [-1.0, float("nan")])
 def test_trunc_normal_rejects_bad_std(backend, std):
