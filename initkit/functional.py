@@ -18,6 +18,8 @@ from ._ext.checks import check_linear, check_mlp, require_linear_tensors, requir
 
 __all__ = ["linear_relu", "mlp"]
 
+_STRIDED = torch.strided
+
 
 def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """relu(input @ weight.T + bias) in one op: input [..., in], weight [out, in], bias [out] or None.
@@ -28,7 +30,8 @@ def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
     """
     if not torch.jit.is_scripting():
         require_linear_tensors("linear_relu", input, weight, bias)
-        if not (handles(input) and _strided([weight, bias])):
+        # (sparse weights take torch's path and its errors; inlined: this runs on every call)
+        if not (handles(input) and weight.layout is _STRIDED and (bias is None or bias.layout is _STRIDED)):
             input, (weight, bias) = _autocast_args(input, [weight, bias])
             check_linear("linear_relu", input, weight, bias)
             return F.relu(F.linear(input, weight, bias))
@@ -61,7 +64,7 @@ def mlp(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) ->
 
 def _strided(tensors: List[Optional[Tensor]]) -> bool:
     """Whether none of `tensors` is sparse (those take torch's path and its errors)."""
-    return all(t is None or t.layout == torch.strided for t in tensors)
+    return all(t is None or t.layout is _STRIDED for t in tensors)
 
 
 def _autocast_args(input: Tensor, tensors: List[Optional[Tensor]]):
