@@ -114,8 +114,7 @@ def _bound(value, name: str, position: int) -> float:
         return value
     if isinstance(value, Tensor) and value.numel() == 1:
         if value.dtype == torch.bool:
-            raise RuntimeError(f"trunc_normal_(): argument '{name}' (position {position}) is a bool tensor, "
-                               "and subtraction with a bool tensor is not supported")  # fmt: skip
+            torch.sub(value, 0)  # raises torch's own error (RuntimeError, NotImplementedError from torch 2.14)
         return value
     if isinstance(value, (numbers.Real, *_PARSER_REALS)):
         return value
