@@ -13,7 +13,7 @@ import torch.nn.init as nn_init
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import initkit
-from helpers import run_python
+from helpers import run_python, skip_torch_2_11_sampler
 
 TORCH_NAMES = [n for n in nn_init.__all__]
 INF, NAN = math.inf, math.nan
@@ -204,8 +204,17 @@ BAD_INPUTS = [
 ]
 
 
+def skip_torch_2_11_trunc_normal(name):
+    """The parity cases compare with the installed torch.nn.init; torch 2.11's trunc_normal_ (erfinv
+    and a clamp, replaced in torch 2.12) refuses none of these bounds and fails in clamp_ on a
+    Fraction, so its trunc_normal_ cases say nothing there."""
+    if name == "trunc_normal_" and torch.__version__ < (2, 12):
+        pytest.skip(f"torch {torch.__version__}'s own trunc_normal_ (erfinv and a clamp; replaced in torch 2.12)")
+
+
 @pytest.mark.parametrize("name,args,kwargs", BAD_INPUTS)
 def test_bad_input_raises_like_torch(backend, name, args, kwargs):
+    skip_torch_2_11_trunc_normal(name)
     with pytest.raises(Exception) as theirs:
         getattr(nn_init, name)(*args(), **kwargs)
     with pytest.raises(theirs.type):
@@ -224,6 +233,7 @@ def test_bad_input_raises_like_torch(backend, name, args, kwargs):
     ],
 )
 def test_numbers_torch_takes_are_taken(backend, name, kwargs):
+    skip_torch_2_11_trunc_normal(name)
     getattr(nn_init, name)(torch.empty(3, 3), **kwargs)
     assert getattr(initkit, name)(torch.empty(3, 3), **kwargs).isfinite().all()
 
@@ -238,6 +248,7 @@ def test_fake_tensor_filled_outside_its_mode_as_torch(backend, fn):
 
 
 def test_trunc_normal_of_a_meta_tensor_returns_before_the_warning_and_the_write(backend):
+    skip_torch_2_11_sampler(backend, "trunc_normal_ of a meta tensor (it warns and writes)")
     t = torch.empty(4, device="meta")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch returns before its "mean is more than 2 std" warning

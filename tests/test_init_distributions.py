@@ -12,19 +12,10 @@ import torch
 from scipy import stats
 
 import initkit
+from helpers import skip_torch_2_11_sampler
 
 N = 1_000_000
 P_MIN = 1e-3
-
-
-def skip_torch_2_11_sampler(backend, what):
-    """The "torch" backend runs torch.nn.init's own functions as they are (values equal to torch's).
-    torch 2.11's own fills miss the law in two places, both fixed in torch 2.12 and absent from the
-    ext backend: trunc_normal_ by erfinv and a clamp (deep tails piled on a bound, outliers at small
-    std, a bias in 16-bit dtypes), and bfloat16 uniform_ from 8 random bits (256 values in [0, 1), the
-    mean 2^-9 of the range low) and bfloat16 normal_ with a variance 1.4% low."""
-    if backend == "torch" and torch.__version__ < (2, 12):
-        pytest.skip(f"torch {torch.__version__}'s own {what}, which the torch backend runs as is (fixed in torch 2.12)")
 
 
 def ks_pvalue(tensor, cdf):

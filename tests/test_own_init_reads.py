@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 import initkit
+from helpers import skip_torch_2_11_sampler
 from initkit.model.patch import Fill
 
 
@@ -51,6 +52,7 @@ class _Scaled(nn.Module):
 
 
 def test_data_set_to_an_expression_of_the_parameter(backend):
+    skip_torch_2_11_sampler(backend, "trunc_normal_ at a small std")
     model, plain = _materialized(_UpcastInit), _UpcastInit()
     assert model.l.weight.dtype == torch.bfloat16
     assert _ks_p(model.l.weight.float(), plain.l.weight.float()) > 1e-4
