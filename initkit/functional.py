@@ -71,7 +71,9 @@ def _autocast_args(input: Tensor, tensors: List[Optional[Tensor]]):
     """(input, tensors) as the extension's autocast kernels pass them to the op (csrc/autocast/): in
     an autocast region of the input's device, floating tensors other than float64 cast to its dtype."""
     device = input.device.type
-    if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
+    # (the devices with the extension's autocast kernels; torch.amp.is_autocast_available is not
+    # traceable by torch 2.11's dynamo)
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
         return input, tensors
     dtype = torch.get_autocast_dtype(device)
 
