@@ -67,11 +67,12 @@ CONTRACT_VERSION = 5
 _MAX_SEED = 2**63 - 1  # keys are drawn uniformly from [0, 2^63 - 1)
 _CPU = torch.device("cpu")
 try:  # NumPy scalars: torch takes np.bool_, np.integer and np.floating as floats
-    from numpy import bool_, floating, integer
+    from numpy import bool_, floating, integer, ndarray
 
     _NUMPY_REALS: tuple[type, ...] = (bool_, integer, floating)
 except ImportError:  # torch runs without NumPy
     _NUMPY_REALS = ()
+    ndarray = ()  # (isinstance(x, ()) is False)
 _PARSER_REALS = (float, int, torch.SymFloat, torch.SymInt, *_NUMPY_REALS)
 
 calculate_gain = torch_fallback.calculate_gain
@@ -108,8 +109,9 @@ def _real(value, op: str, name: str, position: int) -> float:
 
 
 def _bound(value, name: str, position: int) -> float:
-    """trunc_normal_'s mean, a or b, which torch.nn.init only computes with: any real number or
-    one-element tensor (mean also passes _real), but a bool tensor, which torch cannot subtract."""
+    """trunc_normal_'s mean, a or b, which torch.nn.init only computes with: any real number,
+    one-element tensor or 0-dim NumPy array (mean also passes _real), but a bool tensor, which
+    torch cannot subtract."""
     if type(value) is float or type(value) is int:
         return value
     if isinstance(value, Tensor) and value.numel() == 1:
@@ -118,6 +120,8 @@ def _bound(value, name: str, position: int) -> float:
         return value
     if isinstance(value, (numbers.Real, *_PARSER_REALS)):
         return value
+    if isinstance(value, ndarray) and value.ndim == 0 and value.dtype.kind in "biuf":
+        return value.item()
     raise TypeError(f"trunc_normal_(): argument '{name}' (position {position}) must be float, not {type(value).__name__}")
 
 

@@ -199,6 +199,8 @@ BAD_INPUTS = [
     ("uniform_", lambda: (torch.zeros(3, 3),), {"a": torch.tensor([0.1])}),
     ("normal_", lambda: (torch.zeros(3, 3),), {"mean": torch.tensor(0.5, requires_grad=True)}),
     ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"mean": torch.tensor(True)}),
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"b": np.array([1.0])}),  # (0-dim arrays are taken)
+    ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"mean": np.array(0.5)}),  # (torch's normal_ refuses it)
     ("trunc_normal_", lambda: (torch.zeros(3, 3),), {"std": fractions.Fraction(1, 3)}),
     ("xavier_uniform_", lambda: (torch.zeros(3, 3),), {"gain": torch.tensor([2.0])}),
 ]
@@ -230,6 +232,8 @@ def test_bad_input_raises_like_torch(backend, name, args, kwargs):
         ("normal_", {"std": np.float32(0.5)}),
         ("uniform_", {"b": torch.tensor(3)}),
         ("trunc_normal_", {"b": fractions.Fraction(5, 2)}),  # torch only computes with a and b
+        ("trunc_normal_", {"a": np.array(-1.5), "b": np.array(1, dtype=np.int64)}),
+        ("trunc_normal_", {"a": np.array(-1.0, dtype=np.float16), "b": np.array(True)}),
     ],
 )
 def test_numbers_torch_takes_are_taken(backend, name, kwargs):
