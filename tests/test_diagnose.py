@@ -54,6 +54,16 @@ def test_diagnose_records_every_leaf_and_gradients(backend):
     assert model[0].weight.grad is not None
 
 
+def test_diagnose_under_another_default_device_draws_its_projection_on_the_cpu(backend):
+    # a default device (cuda in use; meta stands in for it here) must not move the projection off
+    # the CPU generator's device
+    model = nn.Sequential(nn.Linear(8, 4))
+    x = torch.randn(16, 8)
+    expected = initkit.diagnose(model, x).output_grad_std
+    with torch.device("meta"):
+        assert initkit.diagnose(model, x).output_grad_std == expected
+
+
 def _recorded(model, x):
     """Each leaf's output (cloned in the hook) and the gradient at it, the slow reference way."""
     outputs, grads = {}, {}

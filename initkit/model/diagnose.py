@@ -159,7 +159,9 @@ def diagnose(model: nn.Module, inputs, loss_fn=None) -> Diagnosis:
                 output.register_hook(lambda grad: grads.__setitem__("output", float(grad.float().std())))
             if loss_fn is None:
                 # a fixed random projection: the output gradient is N(0, 1), a reference that can vanish or grow
-                weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(0)).to(output)
+                # (drawn on the CPU generator's device, whatever the default device, then moved to the output's)
+                cpu_generator = torch.Generator().manual_seed(0)
+                weights = torch.randn(output.shape, generator=cpu_generator, device="cpu").to(output)
                 loss = (output * weights).sum()
             else:
                 loss = loss_fn(output)
