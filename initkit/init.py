@@ -16,12 +16,11 @@ import warnings
 
 import torch
 from torch import Tensor
-from torch._subclasses.fake_tensor import FakeTensor
 
 from . import schemes, sharded
 from ._ext import torch_fallback
 from ._ext.backend import handles
-from ._ext.fill_ops import FILL_KINDS, FILL_OPS, op_params
+from ._ext.fill_ops import FILL_KINDS, FILL_OPS, op_params, op_seed
 from .schemes import FillSpec
 
 __all__ = [
@@ -125,9 +124,7 @@ def _write(op, tensor: Tensor, params: tuple[float, ...], generator: torch.Gener
     """Fill a tensor `handles()` accepts with fill op `op` and a fresh key. Grad mode is only
     turned off where it matters (the op refuses a grad-mode write to a tensor that requires grad),
     and in eager mode without torch.no_grad()'s context object, which costs ~1 us per call."""
-    seed = new_seed(generator)
-    if type(tensor) is FakeTensor and type(seed) is not FakeTensor:  # filled outside its FakeTensorMode,
-        seed = tensor.fake_mode.from_tensor(seed)  # which takes fake arguments only
+    seed = op_seed(tensor, new_seed(generator))
     if not tensor.requires_grad:
         op(tensor, *params, seed)
     elif torch.compiler.is_compiling():
@@ -484,7 +481,8 @@ def multi_fill_(
                 sharded.fill(tensor, kind, params, None, seed=key, stream=first_stream + i)
             else:
                 with torch.no_grad():
-                    getattr(torch.ops.initkit, FILL_OPS[kind])(tensor, *map(float, params), key, first_stream + i)
+                    op = getattr(torch.ops.initkit, FILL_OPS[kind])
+                    op(tensor, *map(float, params), op_seed(tensor, key), first_stream + i)
         return tensors
     if tensors and all(handles(t) for t in tensors):
         # One key for the whole list; tensors on different devices (a model split over devices,
@@ -500,7 +498,7 @@ def multi_fill_(
                     [tensors[i] for i in rows],
                     [kinds[i] for i in rows],
                     [p for i in rows for p in flat[4 * i : 4 * i + 4]],
-                    key,
+                    op_seed(tensors[rows[0]], key),
                     [first_stream + i for i in rows],
                 )
         return tensors
