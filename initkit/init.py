@@ -475,7 +475,13 @@ def multi_fill_(
     dtensors = [t for t in tensors if sharded.handles(t)]
     if dtensors and all(handles(t) or sharded.handles(t) for t in tensors):
         # Sharded: one key shared by the ranks of the first DTensor's mesh; each rank fills its shards.
+        # Everything is checked before the first write, as the one op call of plain tensors checks it:
+        # the placements, then the key and parameters by that op on empty tensors of the same dtypes.
+        for tensor in dtensors:
+            sharded.check_placements(tensor)
         key = sharded.shared_key(dtensors[0], generator) if seed is None else seed
+        empties = [torch.empty(0, dtype=t.dtype, device=_CPU) for t in tensors]
+        torch.ops.initkit.multi_fill(empties, kinds, flat, key, [first_stream + i for i in range(len(tensors))])
         for i, (tensor, (kind, params)) in enumerate(zip(tensors, fills)):
             if sharded.handles(tensor):
                 sharded.fill(tensor, kind, params, None, seed=key, stream=first_stream + i)

@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.tensor import Replicate, Shard, distribute_tensor
-from torch.distributed.tensor.placement_types import _StridedShard
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.placement_types import Partial, _StridedShard
 
 import initkit
 from initkit import sharded
@@ -77,6 +77,14 @@ if world == 4:
     for places, shape in strided:
         check_fills("2d", meshes["2d"], places, shape, (torch.float32, torch.bfloat16))
 
+def raised(fill, tensor):
+    try:
+        fill(tensor)
+    except Exception as error:  # noqa: BLE001 (the type is what is compared)
+        return error
+    return None
+
+
 # multi_fill_: one key, stream i for tensor i, as unsharded
 mesh = meshes["1d"]
 shapes = [(12, 4), (7,), (5, 9)]
@@ -88,22 +96,21 @@ torch.manual_seed(5)
 refs = initkit.multi_fill_([torch.zeros(s) for s in shapes], fills)
 check("multi_fill", all(torch.equal(d.full_tensor(), r) for d, r in zip(ds, refs)))
 
-# unsupported placements: a clear error naming the placement
-from torch.distributed.tensor import DTensor  # noqa: E402
-from torch.distributed.tensor.placement_types import Partial  # noqa: E402
+# multi_fill_ checks every tensor before the first write, as on plain tensors (one op call checks them
+# all there): a bad parameter or placement of a later tensor leaves the earlier ones unwritten.
+for bad, fill in (("std", ("normal", (0.0, -1.0))), ("placement", ("normal", (0.0, 1.0)))):
+    first = distribute_tensor(torch.zeros(6, 4), mesh, [Shard(0)])
+    second = DTensor.from_local(torch.zeros(3), mesh, [Partial()]) if bad == "placement" else torch.zeros(3)
+    error = raised(lambda t: initkit.multi_fill_([t, second], [("uniform", (0.0, 1.0)), fill]), first)
+    check(f"multi_fill-bad-{bad}-writes-nothing", type(error) is RuntimeError and not first.to_local().any(), error)
 
-def raised(fill, tensor):
-    try:
-        fill(tensor)
-    except Exception as error:  # noqa: BLE001 (the type is what is compared)
-        return error
-    return None
 
 
 def partial():
     return DTensor.from_local(torch.zeros(4, 4), mesh, [Partial()])
 
 
+# Partial: a clear error naming the placement, of the type torch's own fill raises
 error, torch_error = raised(initkit.normal_, partial()), raised(nn.init.normal_, partial())
 same_type = type(error) is type(torch_error) is RuntimeError
 check("partial-error", same_type and "Partial" in str(error), (error, torch_error))
