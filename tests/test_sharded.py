@@ -198,6 +198,17 @@ def test_fill_block_op_transposed_local_tensor(ext):
     assert torch.equal(local, whole[:, 30:])
 
 
+def test_fill_shard_of_several_blocks_into_a_strided_local_tensor(ext):
+    # A _StridedShard shard: rows 1, 2, 5, 6, 7 and columns 0, 1, 4 of the global tensor, in a
+    # column-major local tensor; every block lands where torch's placement keeps it.
+    seed = torch.tensor(8)
+    whole = torch.empty(9, 6, dtype=torch.float64)
+    torch.ops.initkit.trunc_normal_fill(whole, 0.0, 1.0, 0.0, 0.5, seed, 2, 0)
+    local = torch.empty(3, 5, dtype=torch.float64).t()
+    sharded.fill_shard(local, (9, 6), [[(1, 2), (5, 3)], [(0, 2), (4, 1)]], "trunc_normal", (0.0, 1.0, 0.0, 0.5), seed, 2)
+    assert torch.equal(local, whole[[1, 2, 5, 6, 7]][:, [0, 1, 4]])
+
+
 @pytest.mark.parametrize(
     "args, error, match",
     [
