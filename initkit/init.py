@@ -20,7 +20,7 @@ from torch import Tensor
 from . import schemes, sharded
 from ._ext import torch_fallback
 from ._ext.backend import handles
-from ._ext.fill_ops import FILL_KINDS, FILL_OPS, op_params, op_seed
+from ._ext.fill_ops import FILL_KINDS, op_params, op_seed
 from .schemes import FillSpec
 
 __all__ = [
