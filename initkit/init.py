@@ -16,12 +16,11 @@ import warnings
 
 import torch
 from torch import Tensor
-from torch._subclasses.fake_tensor import FakeTensor
 
 from . import schemes, sharded
 from ._ext import torch_fallback
 from ._ext.backend import handles
-from ._ext.fill_ops import FILL_KINDS, FILL_OPS, op_params
+from ._ext.fill_ops import FILL_KINDS, op_params, op_seed
 from .schemes import FillSpec
 
 __all__ = [
@@ -129,9 +128,7 @@ def _write(op, tensor: Tensor, params: tuple[float, ...], generator: torch.Gener
     """Fill a tensor `handles()` accepts with fill op `op` and a fresh key. Grad mode is only
     turned off where it matters (the op refuses a grad-mode write to a tensor that requires grad),
     and in eager mode without torch.no_grad()'s context object, which costs ~1 us per call."""
-    seed = new_seed(generator)
-    if type(tensor) is FakeTensor and type(seed) is not FakeTensor:  # filled outside its FakeTensorMode,
-        seed = tensor.fake_mode.from_tensor(seed)  # which takes fake arguments only
+    seed = op_seed(tensor, new_seed(generator))
     if not tensor.requires_grad:
         op(tensor, *params, seed)
     elif torch.compiler.is_compiling():
@@ -457,7 +454,8 @@ def multi_fill_(
 
     On the extension this is one parallel region over all tensors (one op call); tensor i gets
     exactly what ``torch.ops.initkit.<kind>_fill(tensors[i], *params, seed, stream=first_stream + i)``
-    gives for the one key drawn from `generator`. The torch backend fills them one by one.
+    gives for the one key drawn from `generator`. Tensors the extension does not take (other dtypes,
+    and every tensor on the torch backend) get torch's fill, one by one, from `generator`.
 
     Args:
         tensors: the tensors to fill
@@ -479,38 +477,57 @@ def multi_fill_(
     for kind, params in fills:
         flat.extend(op_params(kind, params, "multi_fill_"))
         kinds.append(FILL_KINDS[kind])
-    dtensors = [t for t in tensors if sharded.handles(t)]
-    if dtensors and all(handles(t) or sharded.handles(t) for t in tensors):
-        # Sharded: one key shared by the ranks of the first DTensor's mesh; each rank fills its shards.
-        key = sharded.shared_key(dtensors[0], generator) if seed is None else seed
-        for i, (tensor, (kind, params)) in enumerate(zip(tensors, fills)):
-            if sharded.handles(tensor):
-                sharded.fill(tensor, kind, params, None, seed=key, stream=first_stream + i)
-            else:
-                with torch.no_grad():
-                    getattr(torch.ops.initkit, FILL_OPS[kind])(tensor, *map(float, params), key, first_stream + i)
-        return tensors
-    if tensors and all(handles(t) for t in tensors):
-        # One key for the whole list; tensors on different devices (a model split over devices,
-        # meta parameters beside real ones) go in one op call per device, each keeping its stream,
-        # so every tensor gets exactly the values of a single-device call.
-        key = new_seed(generator) if seed is None else seed
-        by_device: dict[torch.device, list[int]] = {}
-        for i, t in enumerate(tensors):
-            by_device.setdefault(t.device, []).append(i)
-        with torch.no_grad():
-            for rows in by_device.values():
-                torch.ops.initkit.multi_fill(
-                    [tensors[i] for i in rows],
-                    [kinds[i] for i in rows],
-                    [p for i in rows for p in flat[4 * i : 4 * i + 4]],
-                    key,
-                    [first_stream + i for i in rows],
-                )
-        return tensors
-    for tensor, (kind, params) in zip(tensors, fills):
-        _PRIMITIVES[kind](tensor, *params, generator)
+    # One op call per device for plain tensors (a model split over devices, meta parameters beside
+    # real ones), each tensor keeping its stream, so every tensor gets exactly the values of a
+    # single-device call; DTensors fill their shards with the same key and streams; torch fills
+    # the rest (dtypes and layouts the kernels do not take, every tensor on the torch backend).
+    by_device: dict[torch.device, list[int]] = {}
+    dtensors, others = [], []
+    for i, tensor in enumerate(tensors):
+        if handles(tensor):
+            by_device.setdefault(tensor.device, []).append(i)
+        else:
+            (dtensors if sharded.handles(tensor) else others).append(i)
+    if by_device or dtensors:
+        for i in dtensors:
+            sharded.check_placements(tensors[i])
+        key = _draw_key(tensors[dtensors[0]] if dtensors else None, generator) if seed is None else seed
+    if len(by_device) + len(dtensors) > 1 or (others and (by_device or dtensors)):
+        # Several writes: everything is checked before the first, as the one op call checks it (the
+        # key and the parameters, by that op on empty tensors of the same dtypes).
+        ours = sorted(i for rows in (*by_device.values(), dtensors) for i in rows)
+        empties = [torch.empty(0, dtype=tensors[i].dtype, device=_CPU) for i in ours]
+        params = [p for i in ours for p in flat[4 * i : 4 * i + 4]]
+        torch.ops.initkit.multi_fill(empties, [kinds[i] for i in ours], params, key, [first_stream + i for i in ours])
+    for i in others:
+        _PRIMITIVES[fills[i][0]](tensors[i], *fills[i][1], generator)
+    with torch.no_grad():
+        for rows in by_device.values():
+            torch.ops.initkit.multi_fill(
+                [tensors[i] for i in rows],
+                [kinds[i] for i in rows],
+                [p for i in rows for p in flat[4 * i : 4 * i + 4]],
+                op_seed(tensors[rows[0]], key),
+                [first_stream + i for i in rows],
+            )
+    for i in dtensors:
+        kind, params = fills[i]
+        sharded.fill(tensors[i], kind, params, None, seed=key, stream=first_stream + i)
     return tensors
+
+
+def _draw_key(dtensor: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    """multi_fill_'s one key, from `generator`: shared by the ranks of the mesh of `dtensor` (the
+    list's first DTensor), if any."""
+    return new_seed(generator) if dtensor is None else sharded.shared_key(dtensor, generator)
+
+
+def multi_fill_key(tensors: list[Tensor], generator: torch.Generator | None) -> Tensor | None:
+    """The key multi_fill_ draws for `tensors`; None when the extension takes none of them (torch fills all)."""
+    dtensors = [t for t in tensors if sharded.handles(t)]
+    if dtensors:
+        return _draw_key(dtensors[0], generator)
+    return _draw_key(None, generator) if any(handles(t) for t in tensors) else None
 
 
 # ---- deprecated aliases ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 gathers the sharded result with full_tensor() and compares it bitwise with a single-process fill
 under the same seed. Prints one line per check: "<name> ok" or "<name> FAIL <detail>"."""
 
+import math
 import os
 import sys
 
@@ -9,8 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.tensor import Replicate, Shard, distribute_tensor
-from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.placement_types import Partial, _StridedShard
 
 import initkit
 from initkit import sharded
@@ -39,21 +40,50 @@ if world == 4:
     meshes["2d"] = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
     placements["2d"] = [[Shard(0), Shard(1)], [Replicate(), Shard(0)], [Shard(1), Shard(1)], [Shard(0), Replicate()]]
 
+
+def holds_its_ranges(shape, mesh, places):
+    """This rank's shard of a tensor of global indices is the elements sharded.shard_ranges names."""
+    whole = torch.arange(math.prod(shape)).view(shape)
+    ranges = sharded.shard_ranges(shape, mesh.shape, mesh.get_coordinate(), places)
+    held = [torch.tensor([i for first, n in dim for i in range(first, first + n)], dtype=torch.long) for dim in ranges]
+    return torch.equal(distribute_tensor(whole, mesh, places).to_local(), whole[torch.meshgrid(*held, indexing="ij")])
+
+
+def check_fills(mesh_name, mesh, places, shape, dtypes):
+    """Every fill of FILLS on a DTensor equals the unsharded fill under the same seed."""
+    for dtype in dtypes:
+        for fill_name, fill in FILLS.items():
+            d = distribute_tensor(torch.zeros(shape, dtype=dtype), mesh, places)
+            torch.manual_seed(11)
+            fill(d)
+            torch.manual_seed(11)
+            ref = fill(torch.zeros(shape, dtype=dtype))
+            check(f"{mesh_name}-{places}-{shape}-{dtype}-{fill_name}", torch.equal(d.full_tensor(), ref))
+    check(f"shard_ranges-{mesh_name}-{places}-{shape}", holds_its_ranges(shape, mesh, places))
+
+
 for mesh_name, mesh in meshes.items():
     for places in placements[mesh_name]:
         for shape in ((10, 7), (64, 48), (3, 5, 6)):
-            for dtype in (torch.float32, torch.bfloat16, torch.float64):
-                for fill_name, fill in FILLS.items():
-                    d = distribute_tensor(torch.zeros(shape, dtype=dtype), mesh, places)
-                    torch.manual_seed(11)
-                    fill(d)
-                    torch.manual_seed(11)
-                    ref = fill(torch.zeros(shape, dtype=dtype))
-                    name = f"{mesh_name}-{places}-{shape}-{dtype}-{fill_name}"
-                    check(name, torch.equal(d.full_tensor(), ref))
-                local_shape, offset = compute_local_shape_and_global_offset(torch.Size(shape), mesh, places)
-                ours = sharded.local_block(shape, mesh.shape, mesh.get_coordinate(), places)
-                check(f"local_block-{mesh_name}-{places}-{shape}", ours == (list(local_shape), list(offset)), (ours, local_shape, offset))
+            check_fills(mesh_name, mesh, places, shape, (torch.float32, torch.bfloat16, torch.float64))
+# _StridedShard (FSDP2 over tensor parallel) built directly: distribute_tensor takes even sizes only
+# (uneven ones come through fully_shard below).
+if world == 4:
+    strided = [
+        ([_StridedShard(0, split_factor=2), Shard(0)], (8, 6)),
+        ([_StridedShard(1, split_factor=2), Shard(1)], (3, 12, 2)),
+        ([_StridedShard(0, split_factor=2), Shard(1)], (4, 6)),
+    ]
+    for places, shape in strided:
+        check_fills("2d", meshes["2d"], places, shape, (torch.float32, torch.bfloat16))
+
+def raised(fill, tensor):
+    try:
+        fill(tensor)
+    except Exception as error:  # noqa: BLE001 (the type is what is compared)
+        return error
+    return None
+
 
 # multi_fill_: one key, stream i for tensor i, as unsharded
 mesh = meshes["1d"]
@@ -66,16 +96,42 @@ torch.manual_seed(5)
 refs = initkit.multi_fill_([torch.zeros(s) for s in shapes], fills)
 check("multi_fill", all(torch.equal(d.full_tensor(), r) for d, r in zip(ds, refs)))
 
-# unsupported placements: a clear error naming the placement
-from torch.distributed.tensor import DTensor  # noqa: E402
-from torch.distributed.tensor.placement_types import Partial  # noqa: E402
+# multi_fill_ checks every tensor before the first write, as on plain tensors (one op call checks them
+# all there): a bad parameter or placement of a later tensor leaves the earlier ones unwritten.
+for bad, fill in (("std", ("normal", (0.0, -1.0))), ("placement", ("normal", (0.0, 1.0)))):
+    first = distribute_tensor(torch.zeros(6, 4), mesh, [Shard(0)])
+    second = DTensor.from_local(torch.zeros(3), mesh, [Partial()]) if bad == "placement" else torch.zeros(3)
+    error = raised(lambda t: initkit.multi_fill_([t, second], [("uniform", (0.0, 1.0)), fill]), first)
+    check(f"multi_fill-bad-{bad}-writes-nothing", type(error) is RuntimeError and not first.to_local().any(), error)
 
-partial = DTensor.from_local(torch.zeros(4, 4), mesh, [Partial()])
-try:
-    initkit.normal_(partial)
-    check("partial-error", False, "no error")
-except NotImplementedError as error:
-    check("partial-error", "Partial" in str(error), error)
+
+
+def partial():
+    return DTensor.from_local(torch.zeros(4, 4), mesh, [Partial()])
+
+
+# Partial: a clear error naming the placement, of the type torch's own fill raises
+error, torch_error = raised(initkit.normal_, partial()), raised(nn.init.normal_, partial())
+same_type = type(error) is type(torch_error) is RuntimeError
+check("partial-error", same_type and "Partial" in str(error), (error, torch_error))
+
+# Dtypes the kernels do not take stay torch's: complex values (as torch fills them), integers
+# raise torch's error for a DTensor.
+for dtype in (torch.complex64, torch.int64):
+    error = raised(initkit.normal_, distribute_tensor(torch.zeros(8, 4, dtype=dtype), mesh, [Shard(0)]))
+    torch_error = raised(nn.init.normal_, distribute_tensor(torch.zeros(8, 4, dtype=dtype), mesh, [Shard(0)]))
+    check(f"dtype-{dtype}-as-torch", type(error) is type(torch_error), (error, torch_error))
+
+# A DTensor whose local shard is a FakeTensor, filled outside its FakeTensorMode: the shared key is
+# converted as initkit.normal_ converts it for a plain FakeTensor (torch's normal_ fills it too).
+from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+
+with FakeTensorMode():
+    fake_local = torch.empty(3, 5)
+fake = DTensor.from_local(fake_local, mesh, [Shard(0)], run_check=False)
+check("fake-local-normal", raised(initkit.normal_, fake) is None, raised(initkit.normal_, fake))
+error = raised(lambda t: initkit.multi_fill_([t, fake_local], [("uniform", (0.0, 1.0))] * 2), fake)
+check("fake-local-multi_fill", error is None, error)
 
 
 def mlp():
@@ -225,6 +281,7 @@ plain = Titan()
 torch.manual_seed(41)
 with initkit.patch():
     plain.init_weights()
+titan_plain_state = plain.state_dict()
 for how in ("fsdp2", "tp"):
     with torch.device("meta"):
         titan = Titan()
@@ -237,7 +294,52 @@ for how in ("fsdp2", "tp"):
     torch.manual_seed(41)
     with initkit.patch():
         titan.init_weights()
-    check(f"patch-init_weights-{how}", same_state(full_state(titan), plain.state_dict()))
+    check(f"patch-init_weights-{how}", same_state(full_state(titan), titan_plain_state))
+
+# FSDP2 over tensor parallel as torchtitan builds it on a 2-D mesh: parallelize_module on the tp
+# sub-mesh, then fully_shard on the dp one. Column-wise weights and row-wise embeddings become
+# _StridedShard(0) (uneven here: 37 and 40 embedding rows over 2 x 2 ranks); every model tool gives
+# the unsharded model's values.
+if world == 4:
+    dp, tp = meshes["2d"]["dp"], meshes["2d"]["tp"]
+
+    def two_d(model, plan):
+        parallelize_module(model, tp, plan)
+        fully_shard(model, mesh=dp)
+        return model
+
+    def strided(model):
+        return sum(isinstance(p, _StridedShard) for param in model.parameters() for p in param.placements)
+
+    mlp_plan = {"0": RowwiseParallel(), "1": ColwiseParallel(), "3": RowwiseParallel()}
+    with torch.device("meta"):
+        model = two_d(mlp(), mlp_plan)
+    torch.manual_seed(21)
+    initkit.materialize(model)
+    check("2d-fsdp-tp-strided-placements", strided(model) == 3, strided(model))
+    check("2d-fsdp-tp-materialize", same_state(full_state(model), reference("auto")))
+    plain = mlp()
+    torch.manual_seed(22)
+    initkit.initialize(plain, policy="kaiming_uniform")
+    torch.manual_seed(22)
+    initkit.initialize(model, policy="kaiming_uniform")
+    check("2d-fsdp-tp-initialize", same_state(full_state(model), plain.state_dict()))
+
+    own = two_d(initkit.deferred_init(Own), {"emb": RowwiseParallel(), "fc1": ColwiseParallel(), "fc2": RowwiseParallel()})
+    torch.manual_seed(31)
+    initkit.materialize(own)
+    check("2d-fsdp-tp-deferred-materialize", strided(own) == 3 and same_state(full_state(own), deferred_ref), strided(own))
+    torch.manual_seed(32)
+    initkit.initialize(own, policy="recorded")
+    check("2d-fsdp-tp-deferred-reinitialize", same_state(full_state(own), reinit_ref))
+
+    with torch.device("meta"):
+        titan = two_d(Titan(), {"tok": RowwiseParallel(), "w1": ColwiseParallel(), "w2": RowwiseParallel()})
+    titan.to_empty(device="cpu")
+    torch.manual_seed(41)
+    with initkit.patch():
+        titan.init_weights()
+    check("2d-fsdp-tp-patch-init_weights", same_state(full_state(titan), titan_plain_state))
 
 # Peak memory of a sharded materialize: the rank's shards, not the model. VmHWM is reset just before
 # (clear_refs), so the peak increase over the current RSS is what materialize itself touched; a

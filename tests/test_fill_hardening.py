@@ -174,6 +174,20 @@ def test_raw_multi_fill_with_mixed_devices_raises(ext):
     assert torch.count_nonzero(cpu) == 0
 
 
+@pytest.mark.parametrize("second", [lambda w: w, lambda w: w[2:], lambda w: w.view(-1)[5:40], lambda w: w.t()])
+def test_multi_fill_of_tensors_that_share_memory_raises(ext, second):
+    # One parallel region would write the shared elements from several threads at once, so their
+    # values would depend on the schedule: refused, before any write.
+    w = torch.zeros(8, 16)
+    with pytest.raises(RuntimeError, match="tensors 0 and 1 share memory"):
+        initkit.multi_fill_([w, second(w)], [("normal", (0.0, 1.0)), ("uniform", (0.0, 1.0))], seed=SEED)
+    assert not w.any()
+    initkit.multi_fill_([w[:4], w[4:]], [("normal", (0.0, 1.0)), ("uniform", (0.0, 1.0))], seed=SEED)  # disjoint
+    alone = torch.empty(4, 16)
+    torch.ops.initkit.uniform_fill(alone, 0.0, 1.0, SEED, stream=1)
+    assert torch.equal(w[4:], alone)
+
+
 def test_meta_targets_with_a_cpu_seed_are_a_no_op(ext):
     t = torch.empty(10, device="meta")
     for fill in RAW_FILLS.values():
@@ -193,6 +207,27 @@ def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
         getattr(torch.ops.initkit, f"{kind}_fill")(alone, *params, SEED, stream=i)
         assert torch.equal(mixed[i], alone)
 
+
+
+
+@pytest.mark.parametrize("with_seed", [True, False])
+def test_public_multi_fill_with_tensors_the_kernels_do_not_take_keeps_the_one_key_contract(ext, with_seed):
+    """A complex tensor (torch fills it) does not take the list off the one key: the others get
+    exactly their streams' values of the given key, or of the one key drawn from `generator`."""
+    fills = [("normal", (0.0, 1.0)), ("uniform", (-1.0, 1.0)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0))]
+    mixed = [torch.zeros(4, dtype=torch.complex64), torch.empty(100), torch.empty(30, dtype=torch.float64)]
+    if with_seed:
+        key = SEED
+        initkit.init.multi_fill_(mixed, fills, seed=SEED, first_stream=5)
+    else:
+        key = initkit.init.new_seed(torch.Generator().manual_seed(3))
+        initkit.init.multi_fill_(mixed, fills, torch.Generator().manual_seed(3), first_stream=5)
+    assert mixed[0].abs().min() > 0  # torch's complex normal_
+    for i in (1, 2):
+        alone = torch.empty_like(mixed[i])
+        kind, params = fills[i]
+        getattr(torch.ops.initkit, f"{kind}_fill")(alone, *params, key, stream=5 + i)
+        assert torch.equal(mixed[i], alone)
 
 
 @contextlib.contextmanager

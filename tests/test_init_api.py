@@ -251,6 +251,15 @@ def test_fake_tensor_filled_outside_its_mode_as_torch(backend, fn):
     assert getattr(initkit, fn)(t) is t
 
 
+def test_fake_tensors_multi_filled_outside_their_mode(backend):
+    # The one key multi_fill_ draws (or is given) is converted as the single fills convert theirs.
+    with FakeTensorMode():
+        tensors = [torch.empty(4, 6), torch.empty(3, dtype=torch.float64)]
+    fills = [("normal", (0.0, 1.0)), ("uniform", (-2.0, 2.0))]  # (torch's trunc_normal_ reads values)
+    assert initkit.multi_fill_(tensors, fills) == tensors
+    assert initkit.multi_fill_(tensors, fills, seed=torch.tensor(5), first_stream=2) == tensors
+
+
 def test_trunc_normal_of_a_meta_tensor_returns_before_the_warning_and_the_write(backend):
     skip_torch_2_11_sampler(backend, "trunc_normal_ of a meta tensor (it warns and writes)")
     t = torch.empty(4, device="meta")

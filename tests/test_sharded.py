@@ -2,7 +2,10 @@
 fill, bit for bit. Real process groups (gloo, world sizes 2 and 4, tests/sharded_worker.py) and a
 simulation of 1024-rank and 32x32 meshes in one process."""
 
+import itertools
+import math
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch.distributed.tensor import Replicate, Shard
+from torch.distributed.tensor.placement_types import _StridedShard
 
 import initkit
 from initkit import sharded
@@ -49,14 +53,16 @@ def _simulate(global_shape, mesh_shape, placements, kind, params, dtype=torch.fl
     whole = torch.full(global_shape, float("nan"), dtype=dtype)
     covered = torch.zeros(global_shape, dtype=torch.int32)
     for coordinate in torch.cartesian_prod(*(torch.arange(n) for n in mesh_shape)).reshape(-1, len(mesh_shape)).tolist():
-        local_shape, offset = sharded.local_block(global_shape, mesh_shape, coordinate, placements)
-        block = tuple(slice(o, o + n) for o, n in zip(offset, local_shape))
-        local = torch.empty(local_shape, dtype=dtype)
-        sharded.fill_block(local, global_shape, offset, kind, params, seed, stream=3)
-        if any(isinstance(p, Replicate) for p in placements) and not torch.isnan(whole[block]).all():
-            assert torch.equal(whole[block], local)  # replicas agree
-        whole[block] = local
-        covered[block] += 1
+        ranges = sharded.shard_ranges(global_shape, mesh_shape, coordinate, placements)
+        local = torch.empty([sum(n for _, n in dim) for dim in ranges], dtype=dtype)
+        sharded.fill_shard(local, global_shape, ranges, kind, params, seed, stream=3)
+        replicated = any(isinstance(p, Replicate) for p in placements)
+        for where, offset in sharded.blocks(ranges):
+            block = tuple(slice(o, o + w.stop - w.start) for o, w in zip(offset, where))
+            if replicated and not torch.isnan(whole[block]).all():
+                assert torch.equal(whole[block], local[where])  # replicas agree
+            whole[block] = local[where]
+            covered[block] += 1
     reference = torch.empty(global_shape, dtype=dtype)
     getattr(torch.ops.initkit, FILL_OPS[kind])(reference, *params, seed, 3, 0)
     return whole, reference, covered
@@ -70,6 +76,9 @@ def _simulate(global_shape, mesh_shape, placements, kind, params, dtype=torch.fl
         ((1024, 2048), (32, 32), [Shard(0), Shard(1)]),  # 2-D mesh
         ((1000, 999), (32, 32), [Shard(1), Shard(0)]),  # uneven, in the other order
         ((96, 80), (32, 32), [Shard(0), Shard(0)]),  # one dim cut twice (nested chunks)
+        ((1000, 96), (8, 16), [_StridedShard(0, split_factor=16), Shard(0)]),  # FSDP2 over colwise TP, uneven
+        ((37, 5, 3), (4, 3), [_StridedShard(1, split_factor=3), Shard(1)]),  # 3-D, a dim smaller than the mesh
+        ((70, 30), (2, 3, 2), [_StridedShard(0, split_factor=2), Shard(1), Shard(0)]),  # HSDP-like 3-D mesh
     ],
 )
 @pytest.mark.parametrize("kind, params", [("normal", (0.0, 0.02)), ("trunc_normal", (0.0, 1.0, -2.0, 2.0))])
@@ -82,6 +91,35 @@ def test_simulated_large_meshes_union_equals_the_unsharded_fill(ext, global_shap
 def test_simulated_replicated_mesh_and_bfloat16(ext):
     whole, reference, _ = _simulate((256, 64), (8, 4), [Replicate(), Shard(1)], "uniform", (-1.0, 1.0), torch.bfloat16)
     assert torch.equal(whole, reference)
+
+
+def _torch_shard(global_shape, mesh_shape, coordinate, placements):
+    """The global indices of the elements a shard holds, as torch's own placements cut them."""
+    local = torch.arange(math.prod(global_shape)).view(global_shape)
+    for size, index, placement in zip(mesh_shape, coordinate, placements):
+        if not isinstance(placement, Replicate):
+            local = placement._split_tensor(local, size, with_padding=False, contiguous=True)[0][index]
+    return local
+
+
+def test_shard_ranges_are_torch_placements():
+    # Random shapes (dims of 0 to 11, many smaller than the mesh), meshes of 1 to 3 dims, and
+    # Shard / _StridedShard (split factors 1 to 4) / Replicate mixes, a dim cut several times.
+    rng = random.Random(0)
+    for _ in range(600):
+        global_shape = tuple(rng.randint(0, 11) for _ in range(rng.randint(1, 3)))
+        mesh_shape = tuple(rng.randint(1, 4) for _ in range(rng.randint(1, 3)))
+        placements = [
+            rng.choice([Replicate(), Shard(dim), _StridedShard(dim, split_factor=rng.randint(1, 4))])
+            for dim in (rng.randrange(len(global_shape)) for _ in mesh_shape)
+        ]
+        whole = torch.arange(math.prod(global_shape)).view(global_shape)
+        for coordinate in itertools.product(*(range(n) for n in mesh_shape)):
+            ranges = sharded.shard_ranges(global_shape, mesh_shape, coordinate, placements)
+            held = [[i for first, n in dim for i in range(first, first + n)] for dim in ranges]
+            ours = whole[torch.meshgrid(*(torch.tensor(h, dtype=torch.long) for h in held), indexing="ij")]
+            expected = _torch_shard(global_shape, mesh_shape, coordinate, placements)
+            assert torch.equal(ours, expected), (global_shape, mesh_shape, placements, coordinate)
 
 
 def test_chunk_extent_is_torch_chunk():
@@ -99,7 +137,7 @@ def test_unsupported_placement_names_it():
     class Fake:
         placements = (Shard(0), object())
 
-    with pytest.raises(NotImplementedError, match="placement <object"):
+    with pytest.raises(RuntimeError, match="placement <object"):  # as torch's in-place fills of a Partial DTensor
         sharded.check_placements(Fake())
 
 
@@ -158,6 +196,17 @@ def test_fill_block_op_transposed_local_tensor(ext):
     local = torch.empty(13, 12).t()[:, 2:12]  # (12, 10), column-major and offset
     sharded.fill_block(local, (12, 40), (0, 30), "normal", (0.0, 1.0), seed, 0)
     assert torch.equal(local, whole[:, 30:])
+
+
+def test_fill_shard_of_several_blocks_into_a_strided_local_tensor(ext):
+    # A _StridedShard shard: rows 1, 2, 5, 6, 7 and columns 0, 1, 4 of the global tensor, in a
+    # column-major local tensor; every block lands where torch's placement keeps it.
+    seed = torch.tensor(8)
+    whole = torch.empty(9, 6, dtype=torch.float64)
+    torch.ops.initkit.trunc_normal_fill(whole, 0.0, 1.0, 0.0, 0.5, seed, 2, 0)
+    local = torch.empty(3, 5, dtype=torch.float64).t()
+    sharded.fill_shard(local, (9, 6), [[(1, 2), (5, 3)], [(0, 2), (4, 1)]], "trunc_normal", (0.0, 1.0, 0.0, 0.5), seed, 2)
+    assert torch.equal(local, whole[[1, 2, 5, 6, 7]][:, [0, 1, 4]])
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,11 @@
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "fill_sampler.h"
 
@@ -86,6 +89,28 @@ inline uint64_t seed_value(const at::Tensor& seed, const char* op) {
   return static_cast<uint64_t>(seed.item<int64_t>());
 }
 
+// multi_fill writes all its tensors in one parallel region: elements two of them share would be
+// written from several threads at once, with values that depend on the schedule. Refused when
+// torch can tell (at::get_overlap_status: full or partial overlap; its TooHard cases, interleaved
+// strided views, pass as they pass torch's own in-place overlap checks). Sorted by storage, so
+// only tensors of one storage are compared.
+inline void check_no_shared_memory(at::TensorList tensors, const char* op) {
+  std::vector<std::pair<const c10::StorageImpl*, size_t>> by_storage;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].numel() > 0 && tensors[i].has_storage())
+      by_storage.emplace_back(tensors[i].storage().unsafeGetStorageImpl(), i);
+  }
+  std::sort(by_storage.begin(), by_storage.end());
+  for (size_t k = 0; k < by_storage.size(); ++k) {
+    for (size_t m = k + 1; m < by_storage.size() && by_storage[m].first == by_storage[k].first; ++m) {
+      const auto status = at::get_overlap_status(tensors[by_storage[k].second], tensors[by_storage[m].second]);
+      TORCH_CHECK(status != at::MemOverlapStatus::Full && status != at::MemOverlapStatus::Partial, op, ": tensors ",
+                  by_storage[k].second, " and ", by_storage[m].second,
+                  " share memory (fill each on its own, or clone() one of them)");
+    }
+  }
+}
+
 // Every argument of multi_fill; returns the key.
 inline uint64_t check_multi_fill_args(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
                                       const at::Tensor& seed, at::IntArrayRef streams, const char* op) {
@@ -102,6 +127,7 @@ inline uint64_t check_multi_fill_args(at::TensorList tensors, at::IntArrayRef ki
     check_fill_target(tensors[i], op);
     check_fill_params(static_cast<FillKind>(kinds[i]), params.data() + i * kNumFillParams, tensors[i].scalar_type(), op);
   }
+  check_no_shared_memory(tensors, op);
   return seed_value(seed, op);
 }
 

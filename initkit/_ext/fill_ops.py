@@ -1,5 +1,9 @@
 """The fill ops' interface, as csrc/initkit.cpp's schemas define it: the single-tensor op of each
-fill kind, the kind numbers that multi_fill and _fill_block take, and their four parameters per fill."""
+fill kind, the kind numbers that multi_fill and _fill_block take, their four parameters per fill,
+and the seed argument as an op call with a given target takes it."""
+
+from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
 
 FILL_OPS = {"uniform": "uniform_fill", "normal": "normal_fill", "trunc_normal": "trunc_normal_fill"}
 FILL_KINDS = {"uniform": 0, "normal": 1, "trunc_normal": 2}
@@ -15,3 +19,11 @@ def op_params(kind: str, params, caller: str) -> list[float]:
     if len(params) != expected:
         raise ValueError(f"{caller}: {kind} takes {expected} parameters, got {len(params)}")
     return [float(p) for p in params] + [0.0] * (4 - expected)
+
+
+def op_seed(target: Tensor, seed: Tensor) -> Tensor:
+    """`seed` for a fill op call on `target`: a FakeTensor filled outside its FakeTensorMode (the
+    key drawn in eager mode is a real tensor) takes fake arguments only."""
+    if type(target) is FakeTensor and type(seed) is not FakeTensor:
+        return target.fake_mode.from_tensor(seed)
+    return seed

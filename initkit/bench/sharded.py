@@ -19,8 +19,8 @@ def rows(budget_s: float = 0.5) -> list[dict]:
     table = []
     for placement in (Shard(0), Shard(1)):
         for world in WORLDS:
-            local_shape, offset = sharded.local_block(SHAPE, (world,), (world // 2,), [placement])
-            local = torch.empty(local_shape)
+            ((where, offset),) = sharded.blocks(sharded.shard_ranges(SHAPE, (world,), (world // 2,), [placement]))
+            local = torch.empty([w.stop - w.start for w in where])
             t = median_seconds({"shard": lambda: sharded.fill_block(local, SHAPE, offset, "normal", (0.0, 0.02), seed, 0)}, budget_s)
             target = 1.1 * unsharded / world + 50e-6
             table.append({"placement": repr(placement), "world": world, "shard_us": t["shard"] * 1e6,

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from .. import init, sharded
-from .._ext.backend import handles
 from ..schemes import RANDOM_KINDS
 from .activations import EMBEDDINGS
 from .policy import InitPlan, check_module, init_plan, reset_method
@@ -110,19 +109,15 @@ def fill_random(tensors: list[Tensor], fills, generator, bar) -> None:
     if not bar.active:
         init.multi_fill_(tensors, fills, generator)
         return
-    # Same numbers in pieces, so the bar can move: one key, tensor i keeps stream i.
-    dtensors = [t for t in tensors if sharded.handles(t)]
-    if dtensors and all(handles(t) or sharded.handles(t) for t in tensors):
-        seed = sharded.shared_key(dtensors[0], generator)  # one key for every piece, as multi_fill_ draws it
-    else:
-        seed = init.new_seed(generator) if all(handles(t) for t in tensors) else None
+    # Same numbers in pieces, so the bar can move: one key for every piece, tensor i keeps stream i.
+    seed = init.multi_fill_key(tensors, generator)
     start = 0
     while start < len(tensors):
         stop, elements = start, 0
         while stop < len(tensors) and (stop == start or elements < _PROGRESS_CHUNK_ELEMENTS):
             elements += tensors[stop].numel()
             stop += 1
-        # (the torch path fills one tensor after another from `generator`: chunking changes nothing)
+        # (torch's fills take one tensor after another from `generator`: chunking changes nothing)
         init.multi_fill_(tensors[start:stop], fills[start:stop], generator, seed=seed, first_stream=start)
         bar.update(elements)
         start = stop
