@@ -181,6 +181,16 @@ def test_meta_targets_with_a_cpu_seed_are_a_no_op(ext):
     torch.ops.initkit.multi_fill([t, t], [0, 2], [0.0, 1.0, 0, 0, 0.0, 1.0, -2.0, 2.0], SEED, [0, 1])
 
 
+@pytest.mark.parametrize("std", [-1.0, float("nan")])
+def test_normal_of_a_meta_tensor_refuses_a_bad_std_as_torch(backend, std):
+    # torch's meta normal_ checks std; so must initkit's (torch.nn.init.normal_ goes there under patch())
+    with pytest.raises(RuntimeError, match="normal expects std >= 0.0"):
+        torch.empty(3, device="meta").normal_(0.0, std)
+    for fill in (initkit.normal_, torch.nn.init.normal_):
+        with pytest.raises(RuntimeError, match="expects std >= 0.0"), initkit.patch():
+            fill(torch.empty(3, device="meta"), 0.0, std)
+
+
 def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
     """A list over devices is filled per device under one key, each tensor keeping its stream:
     the CPU tensors get exactly what a single-device call gives them."""
