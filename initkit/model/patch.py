@@ -129,13 +129,25 @@ def _kaiming_normal(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gener
     return None if 0 in tensor.shape else _spec(schemes.kaiming_normal(tensor, a, mode, nonlinearity))
 
 
+def _timm_trunc_normal(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):  # (timm's takes no generator)
+    return checked_fill("trunc_normal", (mean, std, a, b))
+
+
 def _timm_trunc_normal_tf(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
-    # timm: N(0, 1) cut to [a, b], then scaled by std and shifted by mean
-    return checked_fill("trunc_normal", (mean, std, mean + a * std, mean + b * std))
+    # timm: N(0, 1) cut to [a, b], then multiplied by std (a negative one too) and shifted by mean;
+    # timm's own code for std 0 (the mean everywhere) and bounds a > b (its error)
+    return checked_fill("trunc_normal", (0.0, 1.0, a, b)).scaled(float(std), float(mean)) if a <= b and std != 0 else None
 
 
 def _timm_variance_scaling(tensor, scale=1.0, mode="fan_in", distribution="normal"):
-    return None if tensor.numel() == 0 else _spec(schemes.variance_scaling(tensor, scale, mode, distribution))
+    # initkit's scheme where it is timm's; else timm's own code: its zeros for scale 0, its errors
+    valid = (
+        scale > 0
+        and mode in schemes.VARIANCE_SCALING_MODES
+        and distribution in schemes.VARIANCE_SCALING_DISTRIBUTIONS
+        and tensor.numel() > 0
+    )
+    return _spec(schemes.variance_scaling(tensor, scale, mode, distribution)) if valid else None
 
 
 def _timm_lecun_normal(tensor):
@@ -163,7 +175,7 @@ _TORCH_SPECS = {
     "sparse_": _no_fill,
 }
 _TIMM_SPECS = {
-    "trunc_normal_": _trunc_normal,
+    "trunc_normal_": _timm_trunc_normal,
     "trunc_normal_tf_": _timm_trunc_normal_tf,
     "variance_scaling_": _timm_variance_scaling,
     "lecun_normal_": _timm_lecun_normal,
