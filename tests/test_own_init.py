@@ -1,6 +1,8 @@
 """deferred_init / materialize / patch() on small hand-written models: what is recorded and replayed."""
 
 import math
+import sys
+import types
 
 import pytest
 import torch
@@ -176,6 +178,24 @@ def test_patch_keeps_a_replacement_made_meanwhile():
         assert torch_init.ones_ is mine
     finally:
         torch_init.ones_ = torch_fallback.ones_
+
+
+def test_patch_routes_a_function_put_back_after_another_librarys_patch(ext):
+    # a library's stand-in (transformers' no_init_weights) is in place when patch() first scans the module
+    module = types.ModuleType("initkit_test_models")
+    module.trunc_normal_ = lambda tensor, *args, **kwargs: tensor
+    sys.modules[module.__name__] = module
+    try:
+        with initkit.patch():
+            pass
+        module.trunc_normal_ = torch_init.trunc_normal_  # their patch undone
+        with initkit.patch():
+            got = module.trunc_normal_(torch.empty(1000), generator=torch.Generator().manual_seed(1))
+        assert module.trunc_normal_ is torch_init.trunc_normal_
+    finally:
+        del sys.modules[module.__name__]
+    want = initkit.trunc_normal_(torch.empty(1000), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(got, want)
 
 
 # ---- bad input ----------------------------------------------------------------------------

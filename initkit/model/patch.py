@@ -260,9 +260,12 @@ def _wrapper(function: InitFunction) -> Callable:
     return wrapper
 
 
-# Module name -> (namespace, keys holding one of the functions): a module is scanned once, the first
-# time an install sees it (scanning every loaded module's globals costs tens of ms per install).
+# Module name -> (namespace, keys holding one of the functions or named like one): a module is scanned
+# once, the first time an install sees it (scanning every loaded module's globals costs tens of ms per
+# install); each install then checks those keys. The names cover a function put back after the scan
+# by another library's patch (transformers' no_init_weights swaps the functions under their names).
 _sites: dict[str, tuple[dict, list[str]]] = {}
+_NAMES = frozenset(_TORCH_SPECS) | frozenset(_TIMM_SPECS)
 
 
 def _namespaces() -> Iterator[tuple[str, dict]]:
@@ -289,11 +292,10 @@ def _all_sites(by_id: dict) -> list[tuple[dict, str]]:
     for name, namespace in _namespaces():
         cached = _sites.get(name)
         if cached is None or cached[0] is not namespace:
-            # (map(id, ...) and isdisjoint run in C: most modules hold none of the functions)
-            if by_id.keys().isdisjoint(map(id, list(namespace.values()))):
-                keys = []
-            else:
-                keys = [key for key, value in list(namespace.items()) if id(value) in by_id]
+            # (map(id, ...), isdisjoint and & run in C: most modules hold none of the functions)
+            keys = list(namespace.keys() & _NAMES)
+            if not by_id.keys().isdisjoint(map(id, list(namespace.values()))):
+                keys += [key for key, value in list(namespace.items()) if id(value) in by_id and key not in _NAMES]
             _sites[name] = cached = (namespace, keys)
         found.extend((namespace, key) for key in cached[1])
     _flat_sites = (len(sys.modules), found)
