@@ -104,6 +104,29 @@ def test_meta_model_summary_without_storage():
     assert all(layer.init_std is None for layer in result.layers)
 
 
+class _CountsCalls(nn.Module):
+    """A forward that updates a buffer whatever the mode (a step counter, an EMA)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x)
+
+
+def test_summary_leaves_buffers_as_they_were():
+    model = nn.Sequential(_CountsCalls(), nn.BatchNorm1d(4)).train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    result = initkit.summary(model, input_size=(8, 4))
+    assert result.output_shape == [8, 4] and model.training and torch.is_grad_enabled()
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
+    initkit.init_plan(model)  # its fx trace runs forward's Python too
+    assert torch.equal(model[0].calls, before["0.calls"])
+
+
 def test_no_input_means_no_forward():
     result = initkit.summary(_mlp())
     assert result.total_params == 51 and result.output_shape is None and result.total_mult_adds == 0

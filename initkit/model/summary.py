@@ -210,7 +210,8 @@ def summary(
             handles.append(module.register_forward_pre_hook(pre_hook(name)))
             handles.append(module.register_forward_hook(post_hook(name, leaf)))
         try:
-            with restoring(modules=model.modules(), always=True), torch.no_grad(), counter:
+            # a look, not a change: buffers a forward updates whatever the mode are put back
+            with restoring(model.buffers(), model.modules(), always=True), torch.no_grad(), counter:
                 model.eval()  # a summary must not update BatchNorm statistics
                 model(*args, **kwargs)
         except Exception as error:
