@@ -127,6 +127,15 @@ def test_summary_leaves_buffers_as_they_were():
     assert torch.equal(model[0].calls, before["0.calls"])
 
 
+@pytest.mark.parametrize("input_size", [None, (8, 4)])
+def test_summary_does_not_run_spectral_norms_power_iteration(input_size):
+    model = nn.utils.parametrizations.spectral_norm(nn.Linear(4, 4)).train()
+    model.parametrizations.weight[0]._u.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))  # one iteration moves it
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    initkit.summary(model, input_size=input_size)
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
+
+
 def test_no_input_means_no_forward():
     result = initkit.summary(_mlp())
     assert result.total_params == 51 and result.output_shape is None and result.total_mult_adds == 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
 from .policy import check_module, init_plan
@@ -239,7 +240,8 @@ def summary(
         seen_params.update(id(p) for p in own)
         flags = {p.requires_grad for p in params}
         trainable = "--" if not params else ("Partial" if len(flags) == 2 else str(flags.pop()))
-        weight = getattr(module, "weight", None)
+        # (reading a parametrized weight computes it: spectral norm's power iteration writes its buffers)
+        weight = None if parametrize.is_parametrized(module, "weight") else getattr(module, "weight", None)
         measured = expected = None
         if isinstance(weight, nn.Parameter) and weight.dim() >= 2 and weight.device.type != "meta":
             measured = float(weight.detach().float().std()) if weight.numel() > 1 else None
