@@ -96,6 +96,17 @@ def test_functional_ops_count_as_mult_adds():
     assert result.total_params == 42
 
 
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)])
+def test_lstm_mult_adds(layers, bidirectional):
+    # per step and direction: x @ W_ih (4H x I) and h @ W_hh (4H x H); a bidirectional layer feeds 2H to the next
+    steps, batch, inputs, hidden = 5, 2, 4, 8
+    model = nn.LSTM(inputs, hidden, num_layers=layers, bidirectional=bidirectional)
+    directions = 2 if bidirectional else 1
+    widths = [inputs] + [directions * hidden] * (layers - 1)
+    expected = sum(steps * batch * directions * 4 * hidden * (width + hidden) for width in widths)
+    assert initkit.summary(model, input_size=(steps, batch, inputs)).total_mult_adds == expected
+
+
 def test_meta_model_summary_without_storage():
     with torch.device("meta"):
         model = _mlp()

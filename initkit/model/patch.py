@@ -136,7 +136,9 @@ def _timm_trunc_normal(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):  # (timm's tak
 def _timm_trunc_normal_tf(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
     # timm: N(0, 1) cut to [a, b], then multiplied by std (a negative one too) and shifted by mean;
     # timm's own code for std 0 (the mean everywhere) and bounds a > b (its error)
-    return checked_fill("trunc_normal", (0.0, 1.0, a, b)).scaled(float(std), float(mean)) if a <= b and std != 0 else None
+    if not (a <= b and std != 0):
+        return None
+    return checked_fill("trunc_normal", (0.0, 1.0, a, b)).scaled(float(std), float(mean))
 
 
 def _timm_variance_scaling(tensor, scale=1.0, mode="fan_in", distribution="normal"):

@@ -17,6 +17,15 @@ from .snapshot import restoring
 from .table import format_columns
 
 
+def _rnn_layer_flops(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None, **kwargs) -> int:
+    """aten.mkldnn_rnn_layer (an LSTM layer on the CPU), which FlopCounterMode does not count: the input
+    and hidden matmuls of every step, 2 * steps * batch * (w_ih + w_hh) elements."""
+    return 2 * math.prod(input_shape[:-1]) * (math.prod(w_ih_shape) + math.prod(w_hh_shape))
+
+
+_EXTRA_FLOPS = {torch.ops.aten.mkldnn_rnn_layer: _rnn_layer_flops}
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameter counts; a parameter shared by several modules counts once."""
     check_module(model)
@@ -185,7 +194,7 @@ def summary(
     output_bytes = 0
     if inputs is not None:
         args, kwargs = inputs
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
         starts: dict[str, list[int]] = {}
         handles = []
 
