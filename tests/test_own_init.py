@@ -2,6 +2,7 @@
 
 import math
 import sys
+import threading
 import types
 
 import pytest
@@ -166,6 +167,37 @@ def test_patch_install_uninstall():
     assert not initkit.patch.is_installed() and torch_init.normal_ is torch_fallback.normal_
     with pytest.raises(RuntimeError, match="without a matching install"):
         initkit.patch.uninstall()
+
+
+def test_patch_uninstall_from_two_threads_matches_one_install(monkeypatch):
+    class MeetingLock:  # both threads reach the lock before either takes it
+        def __init__(self):
+            self.meet, self.lock = threading.Barrier(2, timeout=5), threading.Lock()
+
+        def __enter__(self):
+            self.meet.wait()
+            self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+
+    initkit.patch.install()
+    monkeypatch.setattr(patch_module, "_lock", MeetingLock())
+    errors = []
+
+    def uninstall():
+        try:
+            initkit.patch.uninstall()
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    threads = [threading.Thread(target=uninstall) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == ["initkit.patch.uninstall() without a matching install()"]
+    assert not initkit.patch.is_installed() and torch_init.normal_ is torch_fallback.normal_
 
 
 def test_patch_keeps_a_replacement_made_meanwhile():

@@ -409,7 +409,9 @@ def acquire(route: bool) -> None:
 
 def release(route: bool) -> None:
     global _users, _routing
-    with _lock:
+    with _lock:  # (the check too: two threads' uninstall() of one install() must not both pass it)
+        if route and _routing <= 0:
+            raise RuntimeError("initkit.patch.uninstall() without a matching install()")
         _routing -= bool(route)
         _users -= 1
         if route and _routing == 0:
@@ -424,8 +426,6 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    if _routing <= 0:
-        raise RuntimeError("initkit.patch.uninstall() without a matching install()")
     release(route=True)
 
 
