@@ -1,11 +1,10 @@
 """Fills as in-place ops for autograd, torch's uniform_ range check, seeds and devices (issue 9)."""
 
-import contextlib
-
 import pytest
 import torch
 
 import initkit
+from helpers import default_device
 
 SEED = torch.tensor(7)
 RAW_FILLS = {
@@ -205,18 +204,9 @@ def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
 
 
 
-@contextlib.contextmanager
-def _default_device(device):
-    torch.set_default_device(device)
-    try:
-        yield
-    finally:  # None, not "cpu", which would leave a device TorchFunctionMode active for later tests
-        torch.set_default_device(None)
-
-
 DEVICE_CONTEXTS = {  # README: build big models under torch.device("meta"), whose __init__ may call initkit
     "with meta": lambda: torch.device("meta"),
-    "default meta": lambda: _default_device("meta"),
+    "default meta": lambda: default_device("meta"),
     "with cuda": lambda: torch.device("cuda"),  # on a CPU-only torch, any tensor made there raises
 }
 KEYED_FILLS = {

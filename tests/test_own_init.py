@@ -12,6 +12,7 @@ from scipy import stats
 from torch import nn
 
 import initkit
+from helpers import default_device
 from initkit._ext import torch_fallback
 from initkit.model import patch as patch_module
 
@@ -427,6 +428,18 @@ def test_patch_keeps_torch_methods_where_it_must(ext):
     assert torch.equal(ints, torch.empty(5, dtype=torch.int32).random_(0, 10))
     torch.manual_seed(3)
     assert torch.equal(fallback, torch.empty(6).normal_(1.0, 2.0))
+
+
+@pytest.mark.parametrize("context", [lambda: torch.device("cpu"), lambda: default_device("cpu")])
+def test_patch_routes_under_a_default_device(ext, context):
+    # `with torch.device(...)` and set_default_device are torch-function modes initkit's fills handle
+    def g():
+        return torch.Generator().manual_seed(3)
+
+    initkit_values = initkit.trunc_normal_(torch.empty(1000), generator=g()), initkit.normal_(torch.empty(1000), generator=g())
+    with context(), initkit.patch():
+        got = torch_init.trunc_normal_(torch.empty(1000), generator=g()), torch.empty(1000).normal_(generator=g())
+    assert all(torch.equal(a, b) for a, b in zip(got, initkit_values))
 
 
 class _Seeded(nn.Module):

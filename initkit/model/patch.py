@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils._device import DeviceContext
 
 from .. import init, schemes
 from .._ext import torch_fallback
@@ -42,6 +43,15 @@ from .._ext.backend import handles
 RANDOM_KINDS = schemes.RANDOM_KINDS
 _has_torch_function = torch.overrides.has_torch_function_unary  # a subclass's or mode's: leave it to torch
 _PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _plain_call(tensor: Tensor) -> bool:
+    """A plain tensor and no torch-function mode but default-device ones (`with torch.device(...)`,
+    torch.set_default_device), which initkit's fills handle: other modes and subclasses keep torch's code."""
+    if not _has_torch_function(tensor):  # (the common case: one C call)
+        return True
+    modes = torch.overrides._get_current_function_mode_stack()
+    return type(tensor) in _PLAIN and all(type(mode) is DeviceContext for mode in modes)
 
 
 @dataclass(frozen=True)
@@ -222,7 +232,7 @@ def init_functions() -> list[InitFunction]:
 
 def run_fast(function: InitFunction, tensor, args, kwargs):
     """Run `function` on initkit's fills when what it asks for is a random fill initkit handles."""
-    if isinstance(tensor, Tensor) and tensor.numel() and not _has_torch_function(tensor):
+    if isinstance(tensor, Tensor) and tensor.numel() and _plain_call(tensor):
         fill = function.spec(tensor, *args, **kwargs)
         if fill is not None and fill.kind in RANDOM_KINDS:
             return init._PRIMITIVES[fill.kind](tensor, *fill.params, function.generator(args, kwargs))
@@ -253,7 +263,7 @@ def _wrapper(function: InitFunction) -> Callable:
             return recorder.record_init_call(function, tensor, args, kwargs)
         if not _routing:
             return original(tensor, *args, **kwargs)
-        if twin is not None and isinstance(tensor, Tensor) and not _has_torch_function(tensor):
+        if twin is not None and isinstance(tensor, Tensor) and _plain_call(tensor):
             return twin(tensor, *args, **kwargs)
         return run_fast(function, tensor, args, kwargs)
 
@@ -325,8 +335,9 @@ def _uninstall() -> None:
 # ---- tensor methods: p.normal_(...), p.data.uniform_(...) -------------------------------------
 # Only the random ones: zero_ and fill_ already run at memory speed in torch. A call is routed when
 # initkit's fill gives the same law and torch would not raise: a plain floating tensor initkit's
-# extension takes, with real storage, not requiring grad in grad mode, no torch-function mode or
-# compile trace active, finite parameters of a valid range (anything else runs torch's method).
+# extension takes, with real storage, not requiring grad in grad mode, no torch-function mode (but a
+# default device's) or compile trace active, finite parameters of a valid range (anything else runs
+# torch's method).
 _TensorBase = torch._C.TensorBase
 
 
@@ -335,7 +346,7 @@ def _method_routable(tensor) -> bool:
         type(tensor) in _PLAIN
         and not tensor.is_meta
         and not (tensor.requires_grad and torch.is_grad_enabled())
-        and not _has_torch_function(tensor)  # (True while a TorchFunctionMode is active)
+        and _plain_call(tensor)
         and not torch.compiler.is_compiling()
         and handles(tensor)
     )
