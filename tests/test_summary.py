@@ -167,6 +167,14 @@ def test_param_report():
     assert "num_batches_tracked" in str(report) and "int64" in str(report)
 
 
+def test_param_report_of_a_complex_parameter():
+    model = nn.Module()
+    model.z = nn.Parameter(torch.tensor([1 + 1j, 3 + 3j], dtype=torch.complex64))
+    (_, _, mean, variance), = initkit.param_report(model).parameters
+    assert (mean, variance) == (2 + 2j, 4.0)  # variance: (|-1-1j|^2 + |1+1j|^2) / (2 - 1)
+    assert "2+2j" in str(initkit.param_report(model))
+
+
 def test_summary_bad_input():
     with pytest.raises(ValueError, match=r"forward pass failed for inputs of shape \[\[2, 7\]\]"):
         initkit.summary(_mlp(), input_size=(2, 7))

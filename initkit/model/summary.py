@@ -339,7 +339,7 @@ class ParamReport:
     """state_dict entries and named_parameters statistics; str() prints both tables."""
 
     state_dict: list[tuple[str, list, torch.dtype, torch.device]]  # name, shape, dtype, device
-    parameters: list[tuple[str, bool, float | None, float | None]]  # name, requires_grad, mean, variance
+    parameters: list[tuple[str, bool, float | complex | None, float | None]]  # name, requires_grad, mean, variance
 
     def __str__(self) -> str:
         state = format_columns(
@@ -365,9 +365,9 @@ def param_report(model: nn.Module) -> ParamReport:
         values = p.detach()
         if values.device.type == "meta" or values.numel() == 0:
             mean = variance = None
-        else:
-            values = values.double()
-            mean = float(values.mean())
+        else:  # a complex parameter: its complex mean and E|x - mean|^2 (a cast to double drops the imaginary part)
+            values = values.to(torch.complex128 if values.is_complex() else torch.float64)
+            mean = values.mean().item()
             variance = float(values.var()) if values.numel() > 1 else 0.0
         params.append((name, p.requires_grad, mean, variance))
     return ParamReport(state, params)
