@@ -416,6 +416,10 @@ def test_patch_keeps_torch_methods_where_it_must(ext):
             torch.zeros(3, dtype=torch.long).normal_()
         with pytest.raises(TypeError):
             torch.empty(3).normal_(0.0, 1.0, "bad")
+        with pytest.raises(TypeError, match="multiple values for argument 'mean'"):
+            torch.empty(3).normal_(0.0, mean=5.0)
+        with pytest.raises(TypeError, match="multiple values for argument 'to'"):
+            torch.empty(3).uniform_(0.0, 1.0, to=2.0)
         with pytest.raises(RuntimeError, match="out of bounds"):
             torch.empty(3).uniform_(0.0, math.inf)  # torch's own check of an infinite width
         # exact torch replays: an integer tensor's random_ and the same calls under the torch backend

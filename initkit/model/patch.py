@@ -361,9 +361,11 @@ def _finite(value) -> bool:
 
 def _method(name: str, kind: str, first: str, second: str, defaults: tuple[float, float]) -> Callable:
     original = getattr(_TensorBase, name)
+    # the keywords a call may add to 0, 1 or 2 positional arguments (a repeated one is torch's TypeError)
+    keywords = ({first, second, "generator"}, {second, "generator"}, {"generator"})
 
     def method(self, *args, **kwargs):
-        if _routing and len(args) <= 2 and kwargs.keys() <= {first, second, "generator"} and _method_routable(self):
+        if _routing and len(args) <= 2 and kwargs.keys() <= keywords[len(args)] and _method_routable(self):
             a = args[0] if args else kwargs.get(first, defaults[0])
             b = args[1] if len(args) > 1 else kwargs.get(second, defaults[1])
             generator = kwargs.get("generator")
