@@ -180,7 +180,7 @@ def summary(
     model's float dtype) on `device` (default: the model's) are made. input_data: the inputs
     themselves (tensor, sequence of positional inputs, or dict of keyword inputs). With neither,
     no forward runs (no output shapes or mult-adds). The forward runs in eval mode under no_grad
-    (the model's train/eval flags are restored). Models on the meta device work.
+    (the model's train/eval flags and its buffers are restored). Models on the meta device work.
     The init column compares each weight's std with the std `policy` (default "auto") expects.
     """
     check_module(model)
