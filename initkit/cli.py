@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("INITKIT_DEBUG") == "1"
     try:
         return args.handler(args)
+    except BrokenPipeError:  # the reader left early (`initkit summary ... | head`): not the command's error
+        # (Python's recipe: stdout to devnull, else the flush at exit raises it again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as error:  # noqa: BLE001  (every failure becomes one line, unless debugging)
         if debug:
             raise

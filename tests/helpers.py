@@ -1,5 +1,6 @@
 """Test helpers shared by several test files."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,3 +38,13 @@ def skip_torch_2_11_sampler(backend, what):
     mean 2^-9 of the range low) and bfloat16 normal_ with a variance 1.4% low."""
     if backend == "torch" and torch.__version__ < (2, 12):
         pytest.skip(f"torch {torch.__version__}'s own {what}, which the torch backend runs as is (fixed in torch 2.12)")
+
+
+@contextlib.contextmanager
+def default_device(device):
+    """torch.set_default_device(device) for a block."""
+    torch.set_default_device(device)
+    try:
+        yield
+    finally:  # None, not "cpu", which would leave a device TorchFunctionMode active for later tests
+        torch.set_default_device(None)

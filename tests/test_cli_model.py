@@ -22,6 +22,9 @@ def broken():
 
 def exits():
     raise SystemExit(3)
+
+def deep():  # a summary longer than a pipe's buffer
+    return nn.Sequential(*[nn.Linear(2, 2) for _ in range(2000)])
 """
 
 SYNTAX_ERROR_MODULE = "def build(:\n    pass\n"
@@ -153,6 +156,14 @@ def test_python_dash_m_initkit_error_is_one_line(factory_dir):
     ], result.stderr
     result = subprocess.run(command, capture_output=True, text=True, env={**env, "INITKIT_DEBUG": "1"}, timeout=300)
     assert result.returncode == 1 and "Traceback" in result.stderr and "boom" in result.stderr
+
+
+def test_python_dash_m_initkit_into_a_pipe_closed_early_is_quiet(factory_dir):
+    # `initkit summary ... | head -n 1`: the reader leaving early is not an error of the command
+    command = f"{sys.executable} -m initkit summary cli_models:deep | head -n 1"
+    env = {k: v for k, v in os.environ.items() if k != "INITKIT_DEBUG"}
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, env=env, timeout=300)
+    assert result.stderr == "" and result.stdout.startswith("=====") and result.stdout.count("\n") == 1
 
 
 @pytest.mark.parametrize("budget", ["-1", "0", "nan", "inf", "soon"])

@@ -1,11 +1,10 @@
 """Fills as in-place ops for autograd, torch's uniform_ range check, seeds and devices (issue 9)."""
 
-import contextlib
-
 import pytest
 import torch
 
 import initkit
+from helpers import default_device
 
 SEED = torch.tensor(7)
 RAW_FILLS = {
@@ -195,6 +194,16 @@ def test_meta_targets_with_a_cpu_seed_are_a_no_op(ext):
     torch.ops.initkit.multi_fill([t, t], [0, 2], [0.0, 1.0, 0, 0, 0.0, 1.0, -2.0, 2.0], SEED, [0, 1])
 
 
+@pytest.mark.parametrize("std", [-1.0, float("nan")])
+def test_normal_of_a_meta_tensor_refuses_a_bad_std_as_torch(backend, std):
+    # torch's meta normal_ checks std; so must initkit's (torch.nn.init.normal_ goes there under patch())
+    with pytest.raises(RuntimeError, match="normal expects std >= 0.0"):
+        torch.empty(3, device="meta").normal_(0.0, std)
+    for fill in (initkit.normal_, torch.nn.init.normal_):
+        with pytest.raises(RuntimeError, match="expects std >= 0.0"), initkit.patch():
+            fill(torch.empty(3, device="meta"), 0.0, std)
+
+
 def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
     """A list over devices is filled per device under one key, each tensor keeping its stream:
     the CPU tensors get exactly what a single-device call gives them."""
@@ -230,18 +239,9 @@ def test_public_multi_fill_with_tensors_the_kernels_do_not_take_keeps_the_one_ke
         assert torch.equal(mixed[i], alone)
 
 
-@contextlib.contextmanager
-def _default_device(device):
-    torch.set_default_device(device)
-    try:
-        yield
-    finally:  # None, not "cpu", which would leave a device TorchFunctionMode active for later tests
-        torch.set_default_device(None)
-
-
 DEVICE_CONTEXTS = {  # README: build big models under torch.device("meta"), whose __init__ may call initkit
     "with meta": lambda: torch.device("meta"),
-    "default meta": lambda: _default_device("meta"),
+    "default meta": lambda: default_device("meta"),
     "with cuda": lambda: torch.device("cuda"),  # on a CPU-only torch, any tensor made there raises
 }
 KEYED_FILLS = {

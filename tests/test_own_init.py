@@ -1,6 +1,9 @@
 """deferred_init / materialize / patch() on small hand-written models: what is recorded and replayed."""
 
 import math
+import sys
+import threading
+import types
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from scipy import stats
 from torch import nn
 
 import initkit
+from helpers import default_device
 from initkit._ext import torch_fallback
 from initkit.model import patch as patch_module
 
@@ -166,6 +170,37 @@ def test_patch_install_uninstall():
         initkit.patch.uninstall()
 
 
+def test_patch_uninstall_from_two_threads_matches_one_install(monkeypatch):
+    class MeetingLock:  # both threads reach the lock before either takes it
+        def __init__(self):
+            self.meet, self.lock = threading.Barrier(2, timeout=5), threading.Lock()
+
+        def __enter__(self):
+            self.meet.wait()
+            self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+
+    initkit.patch.install()
+    monkeypatch.setattr(patch_module, "_lock", MeetingLock())
+    errors = []
+
+    def uninstall():
+        try:
+            initkit.patch.uninstall()
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    threads = [threading.Thread(target=uninstall) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == ["initkit.patch.uninstall() without a matching install()"]
+    assert not initkit.patch.is_installed() and torch_init.normal_ is torch_fallback.normal_
+
+
 def test_patch_keeps_a_replacement_made_meanwhile():
     def mine(tensor):
         return tensor
@@ -176,6 +211,24 @@ def test_patch_keeps_a_replacement_made_meanwhile():
         assert torch_init.ones_ is mine
     finally:
         torch_init.ones_ = torch_fallback.ones_
+
+
+def test_patch_routes_a_function_put_back_after_another_librarys_patch(ext):
+    # a library's stand-in (transformers' no_init_weights) is in place when patch() first scans the module
+    module = types.ModuleType("initkit_test_models")
+    module.trunc_normal_ = lambda tensor, *args, **kwargs: tensor
+    sys.modules[module.__name__] = module
+    try:
+        with initkit.patch():
+            pass
+        module.trunc_normal_ = torch_init.trunc_normal_  # their patch undone
+        with initkit.patch():
+            got = module.trunc_normal_(torch.empty(1000), generator=torch.Generator().manual_seed(1))
+        assert module.trunc_normal_ is torch_init.trunc_normal_
+    finally:
+        del sys.modules[module.__name__]
+    want = initkit.trunc_normal_(torch.empty(1000), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(got, want)
 
 
 # ---- bad input ----------------------------------------------------------------------------
@@ -363,6 +416,10 @@ def test_patch_keeps_torch_methods_where_it_must(ext):
             torch.zeros(3, dtype=torch.long).normal_()
         with pytest.raises(TypeError):
             torch.empty(3).normal_(0.0, 1.0, "bad")
+        with pytest.raises(TypeError, match="multiple values for argument 'mean'"):
+            torch.empty(3).normal_(0.0, mean=5.0)
+        with pytest.raises(TypeError, match="multiple values for argument 'to'"):
+            torch.empty(3).uniform_(0.0, 1.0, to=2.0)
         with pytest.raises(RuntimeError, match="out of bounds"):
             torch.empty(3).uniform_(0.0, math.inf)  # torch's own check of an infinite width
         # exact torch replays: an integer tensor's random_ and the same calls under the torch backend
@@ -375,6 +432,18 @@ def test_patch_keeps_torch_methods_where_it_must(ext):
     assert torch.equal(ints, torch.empty(5, dtype=torch.int32).random_(0, 10))
     torch.manual_seed(3)
     assert torch.equal(fallback, torch.empty(6).normal_(1.0, 2.0))
+
+
+@pytest.mark.parametrize("context", [lambda: torch.device("cpu"), lambda: default_device("cpu")])
+def test_patch_routes_under_a_default_device(ext, context):
+    # `with torch.device(...)` and set_default_device are torch-function modes initkit's fills handle
+    def g():
+        return torch.Generator().manual_seed(3)
+
+    initkit_values = initkit.trunc_normal_(torch.empty(1000), generator=g()), initkit.normal_(torch.empty(1000), generator=g())
+    with context(), initkit.patch():
+        got = torch_init.trunc_normal_(torch.empty(1000), generator=g()), torch.empty(1000).normal_(generator=g())
+    assert all(torch.equal(a, b) for a, b in zip(got, initkit_values))
 
 
 class _Seeded(nn.Module):

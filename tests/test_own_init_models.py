@@ -259,3 +259,48 @@ def test_patch_covers_timms_functions_where_bound(ext):
     assert weight_init.trunc_normal_ is before and vit.__dict__.get("trunc_normal_") is bound_here
     torch.manual_seed(3)
     assert torch.equal(got, initkit.trunc_normal_(torch.empty(1000), 1.0, 2.0, -1.0, 3.0))
+
+
+def _outcome(call):
+    """("ok", the return value's type) or ("raised", the exception's type)."""
+    try:
+        return "ok", type(call()).__name__
+    except Exception as error:  # noqa: BLE001  (comparing whatever each raises)
+        return "raised", type(error).__name__
+
+
+TIMM_CALLS_TIMM_DECIDES = {  # timm's result or error, unchanged by patch()
+    "variance_scaling_ scale 0 (zeros)": ("variance_scaling_", (0.0,)),
+    "variance_scaling_ scale 0 truncated (zeros)": ("variance_scaling_", (0.0, "fan_in", "truncated_normal")),
+    "variance_scaling_ negative scale": ("variance_scaling_", (-1.0,)),
+    "variance_scaling_ unknown mode": ("variance_scaling_", (1.0, "FAN_IN")),
+    "variance_scaling_ unknown distribution": ("variance_scaling_", (1.0, "fan_in", "cauchy")),
+    "trunc_normal_ with a generator (timm takes none)": ("trunc_normal_", (0.0, 1.0, -2.0, 2.0, None)),
+    "trunc_normal_tf_ bounds a > b": ("trunc_normal_tf_", (0.0, 1.0, 2.0, -2.0)),
+    "trunc_normal_tf_ std 0 (the mean)": ("trunc_normal_tf_", (0.5, 0.0)),
+}
+
+
+@pytest.mark.parametrize("name, args", TIMM_CALLS_TIMM_DECIDES.values(), ids=TIMM_CALLS_TIMM_DECIDES)
+def test_patch_keeps_timms_results_and_errors(backend, name, args):
+    _lib("timm")
+    import timm.layers.weight_init as weight_init
+
+    plain, patched = torch.full((16, 8), 7.0), torch.full((16, 8), 7.0)
+    expected = _outcome(lambda: getattr(weight_init, name)(plain, *args))
+    with initkit.patch():
+        assert _outcome(lambda: getattr(weight_init, name)(patched, *args)) == expected
+    if expected[0] == "ok" and torch.unique(plain).numel() == 1:  # zeros for scale 0, the mean for std 0
+        assert torch.equal(patched, plain)
+
+
+def test_patch_timm_trunc_normal_tf_with_a_negative_std(ext):
+    # timm multiplies the N(0, 1) cut to [a, b] by std: a negative one reflects the interval
+    _lib("timm")
+    import timm.layers.weight_init as weight_init
+
+    torch.manual_seed(4)
+    with initkit.patch():
+        got = weight_init.trunc_normal_tf_(torch.empty(1000), mean=1.0, std=-0.5, a=-1.0, b=3.0)
+    torch.manual_seed(4)
+    assert torch.equal(got, initkit.trunc_normal_(torch.empty(1000), 1.0, 0.5, -0.5, 1.5))

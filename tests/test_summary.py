@@ -96,12 +96,55 @@ def test_functional_ops_count_as_mult_adds():
     assert result.total_params == 42
 
 
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)])
+def test_lstm_mult_adds(layers, bidirectional):
+    # per step and direction: x @ W_ih (4H x I) and h @ W_hh (4H x H); a bidirectional layer feeds 2H to the next
+    steps, batch, inputs, hidden = 5, 2, 4, 8
+    model = nn.LSTM(inputs, hidden, num_layers=layers, bidirectional=bidirectional)
+    directions = 2 if bidirectional else 1
+    widths = [inputs] + [directions * hidden] * (layers - 1)
+    expected = sum(steps * batch * directions * 4 * hidden * (width + hidden) for width in widths)
+    assert initkit.summary(model, input_size=(steps, batch, inputs)).total_mult_adds == expected
+
+
 def test_meta_model_summary_without_storage():
     with torch.device("meta"):
         model = _mlp()
     result = initkit.summary(model, input_size=(2, 4))
     assert (result.total_params, result.output_shape, result.total_mult_adds) == (51, [2, 2], 82)
     assert all(layer.init_std is None for layer in result.layers)
+
+
+class _CountsCalls(nn.Module):
+    """A forward that updates a buffer whatever the mode (a step counter, an EMA)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x)
+
+
+def test_summary_leaves_buffers_as_they_were():
+    model = nn.Sequential(_CountsCalls(), nn.BatchNorm1d(4)).train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    result = initkit.summary(model, input_size=(8, 4))
+    assert result.output_shape == [8, 4] and model.training and torch.is_grad_enabled()
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
+    initkit.init_plan(model)  # its fx trace runs forward's Python too
+    assert torch.equal(model[0].calls, before["0.calls"])
+
+
+@pytest.mark.parametrize("input_size", [None, (8, 4)])
+def test_summary_does_not_run_spectral_norms_power_iteration(input_size):
+    model = nn.utils.parametrizations.spectral_norm(nn.Linear(4, 4)).train()
+    model.parametrizations.weight[0]._u.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))  # one iteration moves it
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    initkit.summary(model, input_size=input_size)
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
 
 
 def test_no_input_means_no_forward():
@@ -122,6 +165,14 @@ def test_param_report():
     assert variance == pytest.approx(float(model[0].weight.detach().double().var()))
     assert report.parameters[1][:2] == ("0.bias", False)
     assert "num_batches_tracked" in str(report) and "int64" in str(report)
+
+
+def test_param_report_of_a_complex_parameter():
+    model = nn.Module()
+    model.z = nn.Parameter(torch.tensor([1 + 1j, 3 + 3j], dtype=torch.complex64))
+    (_, _, mean, variance), = initkit.param_report(model).parameters
+    assert (mean, variance) == (2 + 2j, 4.0)  # variance: (|-1-1j|^2 + |1+1j|^2) / (2 - 1)
+    assert "2+2j" in str(initkit.param_report(model))
 
 
 def test_summary_bad_input():

@@ -29,6 +29,9 @@ def _uniform_fill_fake(self, low, high, seed, stream=0, offset=0):
 @torch.library.register_fake("initkit::normal_fill")
 def _normal_fill_fake(self, mean, std, seed, stream=0, offset=0):
     _check_fill_call("initkit::normal_fill", [self], seed)
+    # as torch's meta normal_ (and the real kernel): a meta tensor or a trace gets the same error
+    if not std >= 0.0:
+        raise RuntimeError(f"initkit::normal_fill: expects std >= 0.0, but found std {std}")
 
 
 @torch.library.register_fake("initkit::trunc_normal_fill")

@@ -12,6 +12,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from .snapshot import restoring
+
 WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 NORM_LAYERS = (
     nn.modules.batchnorm._NormBase,
@@ -90,7 +92,10 @@ def _followers_from_fx(model: nn.Module) -> dict[str, Follower] | None:
         # followed): that graph would describe another forward than the one that runs
         return None
     try:
-        graph = _LayerTracer().trace(model)
+        # the trace runs forward's Python on the real buffers (fx proxies parameters only): put back
+        # what it writes (a call counter's `self.calls += 1`)
+        with restoring(model.buffers(), always=True):
+            graph = _LayerTracer().trace(model)
     except Exception:  # any Python the tracer cannot follow (data-dependent control flow, ...)
         return None
     modules = dict(model.named_modules())

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils._device import DeviceContext
 
 from .. import init, schemes
 from .._ext import torch_fallback
@@ -42,6 +43,15 @@ from .._ext.backend import handles
 RANDOM_KINDS = schemes.RANDOM_KINDS
 _has_torch_function = torch.overrides.has_torch_function_unary  # a subclass's or mode's: leave it to torch
 _PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _plain_call(tensor: Tensor) -> bool:
+    """A plain tensor and no torch-function mode but default-device ones (`with torch.device(...)`,
+    torch.set_default_device), which initkit's fills handle: other modes and subclasses keep torch's code."""
+    if not _has_torch_function(tensor):  # (the common case: one C call)
+        return True
+    modes = torch.overrides._get_current_function_mode_stack()
+    return type(tensor) in _PLAIN and all(type(mode) is DeviceContext for mode in modes)
 
 
 @dataclass(frozen=True)
@@ -129,13 +139,27 @@ def _kaiming_normal(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gener
     return None if 0 in tensor.shape else _spec(schemes.kaiming_normal(tensor, a, mode, nonlinearity))
 
 
+def _timm_trunc_normal(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):  # (timm's takes no generator)
+    return checked_fill("trunc_normal", (mean, std, a, b))
+
+
 def _timm_trunc_normal_tf(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
-    # timm: N(0, 1) cut to [a, b], then scaled by std and shifted by mean
-    return checked_fill("trunc_normal", (mean, std, mean + a * std, mean + b * std))
+    # timm: N(0, 1) cut to [a, b], then multiplied by std (a negative one too) and shifted by mean;
+    # timm's own code for std 0 (the mean everywhere) and bounds a > b (its error)
+    if not (a <= b and std != 0):
+        return None
+    return checked_fill("trunc_normal", (0.0, 1.0, a, b)).scaled(float(std), float(mean))
 
 
 def _timm_variance_scaling(tensor, scale=1.0, mode="fan_in", distribution="normal"):
-    return None if tensor.numel() == 0 else _spec(schemes.variance_scaling(tensor, scale, mode, distribution))
+    # initkit's scheme where it is timm's; else timm's own code: its zeros for scale 0, its errors
+    valid = (
+        scale > 0
+        and mode in schemes.VARIANCE_SCALING_MODES
+        and distribution in schemes.VARIANCE_SCALING_DISTRIBUTIONS
+        and tensor.numel() > 0
+    )
+    return _spec(schemes.variance_scaling(tensor, scale, mode, distribution)) if valid else None
 
 
 def _timm_lecun_normal(tensor):
@@ -163,7 +187,7 @@ _TORCH_SPECS = {
     "sparse_": _no_fill,
 }
 _TIMM_SPECS = {
-    "trunc_normal_": _trunc_normal,
+    "trunc_normal_": _timm_trunc_normal,
     "trunc_normal_tf_": _timm_trunc_normal_tf,
     "variance_scaling_": _timm_variance_scaling,
     "lecun_normal_": _timm_lecun_normal,
@@ -208,7 +232,7 @@ def init_functions() -> list[InitFunction]:
 
 def run_fast(function: InitFunction, tensor, args, kwargs):
     """Run `function` on initkit's fills when what it asks for is a random fill initkit handles."""
-    if isinstance(tensor, Tensor) and tensor.numel() and not _has_torch_function(tensor):
+    if isinstance(tensor, Tensor) and tensor.numel() and _plain_call(tensor):
         fill = function.spec(tensor, *args, **kwargs)
         if fill is not None and fill.kind in RANDOM_KINDS:
             return init._PRIMITIVES[fill.kind](tensor, *fill.params, function.generator(args, kwargs))
@@ -239,7 +263,7 @@ def _wrapper(function: InitFunction) -> Callable:
             return recorder.record_init_call(function, tensor, args, kwargs)
         if not _routing:
             return original(tensor, *args, **kwargs)
-        if twin is not None and isinstance(tensor, Tensor) and not _has_torch_function(tensor):
+        if twin is not None and isinstance(tensor, Tensor) and _plain_call(tensor):
             return twin(tensor, *args, **kwargs)
         return run_fast(function, tensor, args, kwargs)
 
@@ -248,9 +272,12 @@ def _wrapper(function: InitFunction) -> Callable:
     return wrapper
 
 
-# Module name -> (namespace, keys holding one of the functions): a module is scanned once, the first
-# time an install sees it (scanning every loaded module's globals costs tens of ms per install).
+# Module name -> (namespace, keys holding one of the functions or named like one): a module is scanned
+# once, the first time an install sees it (scanning every loaded module's globals costs tens of ms per
+# install); each install then checks those keys. The names cover a function put back after the scan
+# by another library's patch (transformers' no_init_weights swaps the functions under their names).
 _sites: dict[str, tuple[dict, list[str]]] = {}
+_NAMES = frozenset(_TORCH_SPECS) | frozenset(_TIMM_SPECS)
 
 
 def _namespaces() -> Iterator[tuple[str, dict]]:
@@ -277,11 +304,10 @@ def _all_sites(by_id: dict) -> list[tuple[dict, str]]:
     for name, namespace in _namespaces():
         cached = _sites.get(name)
         if cached is None or cached[0] is not namespace:
-            # (map(id, ...) and isdisjoint run in C: most modules hold none of the functions)
-            if by_id.keys().isdisjoint(map(id, list(namespace.values()))):
-                keys = []
-            else:
-                keys = [key for key, value in list(namespace.items()) if id(value) in by_id]
+            # (map(id, ...), isdisjoint and & run in C: most modules hold none of the functions)
+            keys = list(namespace.keys() & _NAMES)
+            if not by_id.keys().isdisjoint(map(id, list(namespace.values()))):
+                keys += [key for key, value in list(namespace.items()) if id(value) in by_id and key not in _NAMES]
             _sites[name] = cached = (namespace, keys)
         found.extend((namespace, key) for key in cached[1])
     _flat_sites = (len(sys.modules), found)
@@ -309,8 +335,9 @@ def _uninstall() -> None:
 # ---- tensor methods: p.normal_(...), p.data.uniform_(...) -------------------------------------
 # Only the random ones: zero_ and fill_ already run at memory speed in torch. A call is routed when
 # initkit's fill gives the same law and torch would not raise: a plain floating tensor initkit's
-# extension takes, with real storage, not requiring grad in grad mode, no torch-function mode or
-# compile trace active, finite parameters of a valid range (anything else runs torch's method).
+# extension takes, with real storage, not requiring grad in grad mode, no torch-function mode (but a
+# default device's) or compile trace active, finite parameters of a valid range (anything else runs
+# torch's method).
 _TensorBase = torch._C.TensorBase
 
 
@@ -319,7 +346,7 @@ def _method_routable(tensor) -> bool:
         type(tensor) in _PLAIN
         and not tensor.is_meta
         and not (tensor.requires_grad and torch.is_grad_enabled())
-        and not _has_torch_function(tensor)  # (True while a TorchFunctionMode is active)
+        and _plain_call(tensor)
         and not torch.compiler.is_compiling()
         and handles(tensor)
     )
@@ -334,9 +361,11 @@ def _finite(value) -> bool:
 
 def _method(name: str, kind: str, first: str, second: str, defaults: tuple[float, float]) -> Callable:
     original = getattr(_TensorBase, name)
+    # the keywords a call may add to 0, 1 or 2 positional arguments (a repeated one is torch's TypeError)
+    keywords = ({first, second, "generator"}, {second, "generator"}, {"generator"})
 
     def method(self, *args, **kwargs):
-        if _routing and len(args) <= 2 and kwargs.keys() <= {first, second, "generator"} and _method_routable(self):
+        if _routing and len(args) <= 2 and kwargs.keys() <= keywords[len(args)] and _method_routable(self):
             a = args[0] if args else kwargs.get(first, defaults[0])
             b = args[1] if len(args) > 1 else kwargs.get(second, defaults[1])
             generator = kwargs.get("generator")
@@ -393,7 +422,9 @@ def acquire(route: bool) -> None:
 
 def release(route: bool) -> None:
     global _users, _routing
-    with _lock:
+    with _lock:  # (the check too: two threads' uninstall() of one install() must not both pass it)
+        if route and _routing <= 0:
+            raise RuntimeError("initkit.patch.uninstall() without a matching install()")
         _routing -= bool(route)
         _users -= 1
         if route and _routing == 0:
@@ -408,8 +439,6 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    if _routing <= 0:
-        raise RuntimeError("initkit.patch.uninstall() without a matching install()")
     release(route=True)
 
 

@@ -9,11 +9,21 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
 from .policy import check_module, init_plan
 from .snapshot import restoring
 from .table import format_columns
+
+
+def _rnn_layer_flops(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None, **kwargs) -> int:
+    """aten.mkldnn_rnn_layer (an LSTM layer on the CPU), which FlopCounterMode does not count: the input
+    and hidden matmuls of every step, 2 * steps * batch * (w_ih + w_hh) elements."""
+    return 2 * math.prod(input_shape[:-1]) * (math.prod(w_ih_shape) + math.prod(w_hh_shape))
+
+
+_EXTRA_FLOPS = {torch.ops.aten.mkldnn_rnn_layer: _rnn_layer_flops}
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -170,7 +180,7 @@ def summary(
     model's float dtype) on `device` (default: the model's) are made. input_data: the inputs
     themselves (tensor, sequence of positional inputs, or dict of keyword inputs). With neither,
     no forward runs (no output shapes or mult-adds). The forward runs in eval mode under no_grad
-    (the model's train/eval flags are restored). Models on the meta device work.
+    (the model's train/eval flags and its buffers are restored). Models on the meta device work.
     The init column compares each weight's std with the std `policy` (default "auto") expects.
     """
     check_module(model)
@@ -184,7 +194,7 @@ def summary(
     output_bytes = 0
     if inputs is not None:
         args, kwargs = inputs
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
         starts: dict[str, list[int]] = {}
         handles = []
 
@@ -210,7 +220,8 @@ def summary(
             handles.append(module.register_forward_pre_hook(pre_hook(name)))
             handles.append(module.register_forward_hook(post_hook(name, leaf)))
         try:
-            with restoring(modules=model.modules(), always=True), torch.no_grad(), counter:
+            # a look, not a change: buffers a forward updates whatever the mode are put back
+            with restoring(model.buffers(), model.modules(), always=True), torch.no_grad(), counter:
                 model.eval()  # a summary must not update BatchNorm statistics
                 model(*args, **kwargs)
         except Exception as error:
@@ -238,7 +249,8 @@ def summary(
         seen_params.update(id(p) for p in own)
         flags = {p.requires_grad for p in params}
         trainable = "--" if not params else ("Partial" if len(flags) == 2 else str(flags.pop()))
-        weight = getattr(module, "weight", None)
+        # (reading a parametrized weight computes it: spectral norm's power iteration writes its buffers)
+        weight = None if parametrize.is_parametrized(module, "weight") else getattr(module, "weight", None)
         measured = expected = None
         if isinstance(weight, nn.Parameter) and weight.dim() >= 2 and weight.device.type != "meta":
             measured = float(weight.detach().float().std()) if weight.numel() > 1 else None
@@ -327,7 +339,7 @@ class ParamReport:
     """state_dict entries and named_parameters statistics; str() prints both tables."""
 
     state_dict: list[tuple[str, list, torch.dtype, torch.device]]  # name, shape, dtype, device
-    parameters: list[tuple[str, bool, float | None, float | None]]  # name, requires_grad, mean, variance
+    parameters: list[tuple[str, bool, float | complex | None, float | None]]  # name, requires_grad, mean, variance
 
     def __str__(self) -> str:
         state = format_columns(
@@ -353,9 +365,9 @@ def param_report(model: nn.Module) -> ParamReport:
         values = p.detach()
         if values.device.type == "meta" or values.numel() == 0:
             mean = variance = None
-        else:
-            values = values.double()
-            mean = float(values.mean())
+        else:  # a complex parameter: its complex mean and E|x - mean|^2 (a cast to double drops the imaginary part)
+            values = values.to(torch.complex128 if values.is_complex() else torch.float64)
+            mean = values.mean().item()
             variance = float(values.var()) if values.numel() > 1 else 0.0
         params.append((name, p.requires_grad, mean, variance))
     return ParamReport(state, params)
