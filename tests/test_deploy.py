@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import initkit
+from helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, FEATURES = 3, 4
@@ -73,6 +74,29 @@ def test_torchscript_roundtrip_in_fresh_process(ext, tmp_path, how):
     # cwd outside the repository: `python -c` puts the cwd first on sys.path, and the source
     # tree's initkit has no compiled _C.
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_torchscript_without_the_extension_scripts_torch_layers(tmp_path):
+    """Without the extension (here: a torch version it was not built for) a scripted model compiles
+    torch's own layers instead of failing on the missing torch.ops.initkit."""
+    code = textwrap.dedent(f"""
+        import torch
+        torch.__version__ = "2.99.0+cpu"
+        import warnings; warnings.simplefilter("ignore")
+        import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import initkit
+        from test_deploy import make_model
+        assert not initkit.ext_available()
+        model = make_model()
+        scripted = torch.jit.script(model)
+        assert "initkit::" not in str(scripted.inlined_graph)
+        x = torch.randn(5, 4)
+        # the torch backend's eager MLP runs the same layers in the same order
+        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=0)
+        print("ok")
+    """)
+    result = run_python(code)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
