@@ -126,6 +126,29 @@ def test_compile_fullgraph_forward_backward(backend):
     torch.testing.assert_close(list(grads.values()), list(expected_grads.values()))
 
 
+@pytest.mark.parametrize("layout", ["transposed", "expanded"])
+@pytest.mark.parametrize("needs_grad", ["input", "weight"])
+def test_compile_dynamic_batch_matches_eager(backend, layout, needs_grad):
+    """dynamic=True over strided inputs, gradients for one argument only, no bias: each batch size
+    gives eager's output and gradient (the same kernels, so bit for bit)."""
+    torch._dynamo.reset()
+
+    def layers(x, w1, w2):
+        return initkit.functional.mlp(initkit.functional.linear_relu(x, w1), [w2, w2], [None, None])
+
+    compiled = torch.compile(layers, fullgraph=True, dynamic=True, backend="aot_eager")
+    w1, w2 = torch.randn(FEATURES, FEATURES), torch.randn(FEATURES, FEATURES)
+    for rows in (3, 8):
+        x = torch.randn(FEATURES, rows).t() if layout == "transposed" else torch.randn(1, FEATURES).expand(rows, -1)
+        results = []
+        for fn in (layers, compiled):
+            args = [t.detach().requires_grad_(name == needs_grad) for name, t in (("input", x), ("weight", w1))]
+            out = fn(*args, w2)
+            out.sum().backward()
+            results.append((out, next(a.grad for a in args if a.requires_grad)))
+        assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
 def _cuda_torch_hints() -> list[str]:
     """A CUDA build of LibTorch makes find_package(Torch) look for the CUDA toolkit (legacy
     FindCUDA), even for a CPU-only consumer: point it at CUDA_HOME, and at torch's own NVRTC
