@@ -100,6 +100,21 @@ def test_torchscript_without_the_extension_scripts_torch_layers(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
+@pytest.mark.parametrize(
+    "name, args", [("uniform_", (-0.5, 2.0)), ("normal_", (1.0, 3.0)), ("xavier_uniform_", (2.0,)), ("xavier_normal_", (2.0,))]
+)
+def test_scripted_fills_run_torchs_own(name, args):
+    """The fills torch.jit.script takes from torch.nn.init script from initkit too, and run torch's
+    function (the torch backend's values)."""
+    scripted = torch.jit.script(getattr(initkit, name))
+    for generator in (None, torch.Generator().manual_seed(7)):
+        torch.manual_seed(0)
+        got = scripted(torch.empty(6, 5), *args, generator)
+        torch.manual_seed(0)
+        expected = getattr(torch.nn.init, name)(torch.empty(6, 5), *args, generator=generator and torch.Generator().manual_seed(7))
+        assert torch.equal(got, expected)
+
+
 def test_export_save_load(ext, tmp_path):
     model = make_model()
     x = torch.randn(5, FEATURES)
