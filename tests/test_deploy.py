@@ -36,9 +36,9 @@ def make_model():
     return Model()
 
 
-def cpp_input():
-    """The input tests/cpp/run_scripted.cpp builds."""
-    return torch.linspace(-2, 2, ROWS * FEATURES).reshape(ROWS, FEATURES)
+def cpp_input(rows=ROWS):
+    """The input the tests/cpp programs build."""
+    return torch.linspace(-2, 2, rows * FEATURES).reshape(rows, FEATURES)
 
 
 def eager_results(model, x):
@@ -183,17 +183,21 @@ def _cuda_torch_hints() -> list[str]:
     return hints
 
 
-def _build_cpp_program(build_dir: Path) -> Path:
+@pytest.fixture(scope="module")
+def cpp_programs(tmp_path_factory) -> Path:
+    """tests/cpp built against this torch: the directory of initkit_run_scripted and initkit_run_aoti."""
     if shutil.which("cmake") is None or (shutil.which("c++") is None and shutil.which("g++") is None):
-        pytest.skip("cmake or a C++ compiler is missing: the LibTorch program cannot be built")
+        pytest.skip("cmake or a C++ compiler is missing: the LibTorch programs cannot be built")
+    build_dir = tmp_path_factory.mktemp("cpp_build")
     prefix = torch.utils.cmake_prefix_path
     configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-DINITKIT_BUILD_CPP_TESTS=ON",
                  f"-DCMAKE_PREFIX_PATH={prefix}", *_cuda_torch_hints()]
-    for command in (configure, ["cmake", "--build", str(build_dir), "--target", "initkit_run_scripted",
-                                "-j", str(os.cpu_count() or 2)]):
+    build = ["cmake", "--build", str(build_dir), "--target", "initkit_run_scripted", "initkit_run_aoti",
+             "-j", str(os.cpu_count() or 2)]
+    for command in (configure, build):
         result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return build_dir / "tests" / "cpp" / "initkit_run_scripted"
+    return build_dir / "tests" / "cpp"
 
 
 def _parse(stdout: str) -> dict:
@@ -206,10 +210,10 @@ def _parse(stdout: str) -> dict:
     return lines
 
 
-def test_libtorch_program_runs_scripted_model(ext, tmp_path_factory):
+def test_libtorch_program_runs_scripted_model(ext, tmp_path_factory, cpp_programs):
     """The C++ program links libinitkit_ops (never loaded into this process: it runs as a
     subprocess) and must give the same forward and backward results as Python."""
-    program = _build_cpp_program(tmp_path_factory.mktemp("cpp_build"))
+    program = cpp_programs / "initkit_run_scripted"
     model = make_model()
     path = tmp_path_factory.mktemp("cpp_model") / "model.pt"
     torch.jit.script(model).save(str(path))
@@ -223,3 +227,19 @@ def test_libtorch_program_runs_scripted_model(ext, tmp_path_factory):
     torch.testing.assert_close(got["input_grad"], input_grad.double().flatten())
     for name, grad in grads.items():
         torch.testing.assert_close(got[f"param_grad {name}"], grad.double().flatten())
+
+
+def test_libtorch_program_runs_aoti_package(ext, tmp_path, cpp_programs):
+    """README: an exported model compiled with AOTInductor runs from C++ with AOTIModelPackageLoader
+    and initkit::ops linked; the package calls the same kernels, so the output is eager's."""
+    model = make_model().eval()
+    exported = torch.export.export(model, (torch.randn(5, FEATURES),),
+                                   dynamic_shapes={"x": {0: torch.export.Dim("batch", min=2, max=64)}})
+    package = torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp_path / "model.pt2"))
+    rows = ROWS + 4  # another batch size than the example's
+    result = subprocess.run([str(cpp_programs / "initkit_run_aoti"), package, str(rows), str(FEATURES)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with torch.no_grad():
+        expected = model(cpp_input(rows)).double().flatten()
+    torch.testing.assert_close(_parse(result.stdout)["output"], expected, rtol=0, atol=0)
