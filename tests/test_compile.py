@@ -59,6 +59,13 @@ def _samples():
         (torch.ops.initkit._philox_fill.default, (torch.empty(6, 5), seed, 2)),
         (torch.ops.initkit._fill_block.default, (torch.empty(3, 4), 1, [0.0, 1.0, 0.0, 0.0], seed, 1, [8, 9], [2, 5])),
         (torch.ops.initkit.multi_fill.default, ([torch.empty(3, 4), torch.empty(10, dtype=torch.bfloat16)], [0, 2], [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 1.0], seed, [0, 1])),
+        # strided, zero-size and 16-bit targets, with stream and offset
+        (torch.ops.initkit.uniform_fill.default, (torch.empty(8, 3, dtype=torch.float16)[::2], -1.0, 1.0, seed, 2, 9)),
+        (torch.ops.initkit.normal_fill.default, (torch.empty(0, 5), 0.0, 1.0, seed, 1, 3)),
+        (torch.ops.initkit.trunc_normal_fill.default, (torch.empty(2, 3, 4, dtype=torch.bfloat16).transpose(0, 2), 0.5, 2.0, 0.0, 3.0, seed, 4, 5)),
+        (torch.ops.initkit.multi_fill.default, ([torch.empty(4, 5).t(), torch.empty(0, dtype=torch.float64), torch.empty(7, dtype=torch.float16)], [1, 0, 2], [0.0, 2.0, 0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0, 1.0, -0.5, 0.5], seed, [3, 0, 5])),
+        (torch.ops.initkit.multi_fill.default, ([], [], [], seed, [])),
+        (torch.ops.initkit._fill_block.default, (torch.empty(4, 3).t(), 2, [0.0, 1.0, -1.0, 1.0], seed, 0, [8, 9], [1, 2])),
     ]
 
 
