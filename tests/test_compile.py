@@ -35,18 +35,19 @@ def test_compile_inductor_fills_like_eager_given_the_seed(ext):
     assert torch.equal(eager, compiled)
 
 
-def test_compile_inductor_with_fallback_random_fills_like_eager(ext, monkeypatch):
+def test_compile_inductor_with_fallback_random_fills_like_eager(ext):
     """README: under inductor the key comes from inductor's generator unless fallback_random is set;
     with it set, a compiled init gives eager's values."""
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     compiled = torch.compile(fill_all, fullgraph=True)
     values = []
-    for fill in (fill_all, compiled):
-        torch.manual_seed(4)
-        ws = [torch.zeros(16, 8), torch.zeros(8, 8), torch.zeros(32)]
-        fill(*ws)
-        values.append(ws)
+    # (config.patch, not monkeypatch: undoing monkeypatch deletes the config entry)
+    with torch._inductor.config.patch(fallback_random=True):
+        for fill in (fill_all, compiled):
+            torch.manual_seed(4)
+            ws = [torch.zeros(16, 8), torch.zeros(8, 8), torch.zeros(32)]
+            fill(*ws)
+            values.append(ws)
     assert all(torch.equal(e, c) for e, c in zip(*values))
 
 
