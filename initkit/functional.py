@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._ext import load
 from ._ext.backend import handles
 from ._ext.checks import check_linear, check_mlp, require_linear_tensors, require_mlp_tensors
 
@@ -35,7 +36,8 @@ def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
             input, (weight, bias) = _autocast_args(input, [weight, bias])
             check_linear("linear_relu", input, weight, bias)
             return F.relu(F.linear(input, weight, bias))
-    return torch.ops.initkit.linear_relu(input, weight, bias)
+        return torch.ops.initkit.linear_relu(input, weight, bias)
+    return _linear_relu_op(input, weight, bias)
 
 
 def mlp(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) -> Tensor:
@@ -59,7 +61,8 @@ def mlp(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) ->
             # The TorchScript tracer cannot record a Tensor?[] argument: trace layer by layer
             # (each linear_relu op checks its own arguments).
             return _mlp_by_layers(input, weights, biases, fused=True)
-    return torch.ops.initkit.mlp(input, weights, biases)
+        return torch.ops.initkit.mlp(input, weights, biases)
+    return _mlp_op(input, weights, biases)
 
 
 def _strided(tensors: List[Optional[Tensor]]) -> bool:
@@ -89,10 +92,29 @@ def _mlp_by_layers(input: Tensor, weights: List[Tensor], biases: List[Optional[T
         if i + 1 == len(weights):
             input = F.linear(input, weight, bias)
         elif fused:
-            input = torch.ops.initkit.linear_relu(input, weight, bias)
+            input = _linear_relu_op(input, weight, bias)
         else:
             input = F.relu(F.linear(input, weight, bias))
     return input
+
+
+# The ops as TorchScript compiles them: the initkit ops when the extension loaded, else torch's own
+# layers (without the extension there is no torch.ops.initkit to compile against).
+if load.ext_available():
+
+    def _linear_relu_op(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return torch.ops.initkit.linear_relu(input, weight, bias)
+
+    def _mlp_op(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) -> Tensor:
+        return torch.ops.initkit.mlp(input, weights, biases)
+
+else:
+
+    def _linear_relu_op(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return F.relu(F.linear(input, weight, bias))
+
+    def _mlp_op(input: Tensor, weights: List[Tensor], biases: List[Optional[Tensor]]) -> Tensor:
+        return _mlp_by_layers(input, weights, biases, fused=False)
 
 
 # torch.fx tracing of a model that calls these keeps each call as a single node.

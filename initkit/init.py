@@ -209,6 +209,10 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Ge
         >>> w = torch.empty(3, 5)
         >>> initkit.uniform_(w, -0.1, 0.1)
     """
+    # TorchScript compiles torch.nn.init's function, as the torch backend runs it (torch's values): the
+    # argument checks and op calls below do not script. Likewise in normal_ and xavier_*.
+    if torch.jit.is_scripting():
+        return torch_fallback.uniform_(tensor, a, b, generator)
     return _uniform(tensor, a, b, generator)
 
 
@@ -229,6 +233,8 @@ def normal_(
         >>> w = torch.empty(3, 5)
         >>> initkit.normal_(w, std=0.02)
     """
+    if torch.jit.is_scripting():
+        return torch_fallback.normal_(tensor, mean, std, generator)
     return _normal(tensor, mean, std, generator)
 
 
@@ -305,6 +311,8 @@ def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generato
         >>> w = torch.empty(3, 5)
         >>> initkit.xavier_uniform_(w, gain=initkit.calculate_gain("relu"))
     """
+    if torch.jit.is_scripting():
+        return torch_fallback.xavier_uniform_(tensor, gain, generator)
     return fill_scheme_(tensor, schemes.xavier_uniform(tensor, gain), generator)
 
 
@@ -323,6 +331,8 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
         >>> w = torch.empty(3, 5)
         >>> initkit.xavier_normal_(w)
     """
+    if torch.jit.is_scripting():
+        return torch_fallback.xavier_normal_(tensor, gain, generator)
     return fill_scheme_(tensor, schemes.xavier_normal(tensor, gain), generator)
 
 
