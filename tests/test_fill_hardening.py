@@ -217,8 +217,6 @@ def test_public_multi_fill_of_a_mixed_list_keeps_the_one_key_contract(ext):
         assert torch.equal(mixed[i], alone)
 
 
-
-
 @pytest.mark.parametrize("with_seed", [True, False])
 def test_public_multi_fill_with_tensors_the_kernels_do_not_take_keeps_the_one_key_contract(ext, with_seed):
     """A complex tensor (torch fills it) does not take the list off the one key: the others get
