@@ -209,6 +209,25 @@ def test_fill_shard_of_several_blocks_into_a_strided_local_tensor(ext):
     assert torch.equal(local, whole[[1, 2, 5, 6, 7]][:, [0, 1, 4]])
 
 
+def test_fill_block_of_a_meta_shard_is_one_checking_call(ext):
+    # a meta shard has nothing to write: one op call checks the parameters, not one call per row
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountInitkitCalls(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            CountInitkitCalls.calls += func.namespace == "initkit"
+            return func(*args, **(kwargs or {}))
+
+    local = torch.empty(1000, 3, device="meta")  # Shard(1) of a (1000, 6) tensor: 1000 runs
+    with CountInitkitCalls():
+        sharded.fill_block(local, (1000, 6), (0, 3), "normal", (0.0, 1.0), torch.tensor(1), 0)
+    assert CountInitkitCalls.calls == 1
+    with pytest.raises(RuntimeError, match="std >= 0"):
+        sharded.fill_block(local, (1000, 6), (0, 3), "normal", (0.0, -1.0), torch.tensor(1), 0)
+
+
 @pytest.mark.parametrize(
     "args, error, match",
     [
