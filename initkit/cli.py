@@ -27,7 +27,8 @@ class CommandError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="initkit", description=__doc__)
+    description = "initkit's command line. An error ends a command with one line on stderr and exit status 2."
+    parser = argparse.ArgumentParser(prog="initkit", description=description)
     debug_help = "show the traceback of an error (also INITKIT_DEBUG=1)"
     parser.add_argument("--debug", action="store_true", help=debug_help)
     # accepted after the subcommand too; SUPPRESS keeps a subcommand from resetting it to False
@@ -42,15 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("target", metavar="MODULE:FACTORY", help="e.g. mypkg.models:build (called without arguments)")
     summary.add_argument("--input-size", type=int, nargs="+", metavar="N", help="input shape, e.g. --input-size 2 4")
     summary.add_argument("--dtype", default=None, help="input dtype, e.g. float32 or int64 (token ids)")
-    summary.add_argument("--depth", type=int, default=3)
+    summary.add_argument("--depth", type=int, default=3, help="levels of nested modules shown (default 3)")
     summary.set_defaults(handler=run_summary)
 
     diagnose = add_parser("diagnose", help="std per layer of a deep MLP under an init")
-    diagnose.add_argument("--depth", type=int, default=30)
-    diagnose.add_argument("--width", type=int, default=128)
+    diagnose.add_argument("--depth", type=int, default=30, help="Linear+activation blocks (default 30)")
+    diagnose.add_argument("--width", type=int, default=128, help="features per layer (default 128)")
     diagnose.add_argument("--activation", choices=["tanh", "relu"], default="tanh")
     diagnose.add_argument("--init", choices=_diagnose.DEPTH_INITS, action="append", help="repeat to compare several")
-    diagnose.add_argument("--batch", type=int, default=256)
+    diagnose.add_argument("--batch", type=int, default=256, help="rows of the random input (default 256)")
     diagnose.add_argument("--plot", metavar="PNG", help="also save a plot (needs matplotlib)")
     diagnose.set_defaults(handler=run_diagnose)
 
@@ -93,7 +94,7 @@ def _load_factory(target: str):
     except AttributeError:
         raise CommandError(f"{module_name} has no attribute {attribute!r}") from None
     if not (isinstance(factory, nn.Module) or callable(factory)):
-        raise CommandError(f"{target} is a {type(factory).__name__}, not an nn.Module or a function returning one")
+        raise CommandError(f"{target} is of type {type(factory).__name__}, not an nn.Module or a function returning one")
     if isinstance(factory, nn.Module):
         return factory
     try:
