@@ -7,8 +7,9 @@ index ranges); each block is cut into runs that are contiguous in the global row
 run is filled by the fill op with `offset` = the global index of its first element. Shard(0) (FSDP2)
 is one run per rank; Shard(d > 0) (tensor parallel row-wise, 2-D meshes) is one run per row of the
 dims before d. On CPU the runs are cut and filled in C++ (one _fill_block op call, one parallel
-region); on other devices each run is one fill op call. The key is drawn on every rank and then broadcast from mesh coordinate 0, so every
-rank fills with the same key (equal to what a single process seeded the same way draws).
+region); on other devices each run is one fill op call (on meta, one call checks the parameters).
+The key is drawn on every rank and then broadcast from mesh coordinate 0, so every rank fills with
+the same key (equal to what a single process seeded the same way draws).
 """
 
 import itertools
